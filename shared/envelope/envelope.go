@@ -1,0 +1,170 @@
+// Package envelope is the one encoding of an event on the Pub/Sub topic
+// between ingest and deliver: the message body, its attributes and its
+// ordering key. Both services use Encode and Decode and nothing else.
+//
+// The body carries everything deliver needs: the event as received, the
+// account, the per-event settings from Segment's header, the receive time,
+// the trace context and the Startdeliver API key. The key travels only in
+// the body; attributes (which Pub/Sub shows in consoles, logs and
+// dead-letter inspection) hold only the event type, the account id (the
+// key's SHA-256) and the messageId.
+package envelope
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/startdeliver/segment-destination/shared/segment"
+)
+
+// Version is the body format written by Encode. Decode accepts it and every
+// earlier version still in flight.
+const Version = 1
+
+// Attribute names on every message.
+const (
+	AttrVersion   = "v"
+	AttrType      = "type"
+	AttrAccountID = "accountId"
+	AttrMessageID = "messageId"
+)
+
+// maxOrderingKey is Pub/Sub's limit on an ordering key, in bytes.
+const maxOrderingKey = 1024
+
+// Message is one event on its way to deliver.
+type Message struct {
+	// AccountID is the lowercase hex SHA-256 of APIKey.
+	AccountID string
+	// APIKey is the account's Startdeliver API key. It never leaves the body.
+	APIKey string
+	// Settings is the X-Segment-Settings object of the request, without the
+	// API key, or nil when the account's stored settings apply.
+	Settings json.RawMessage
+	// ReceivedAt is when ingest accepted the event.
+	ReceivedAt time.Time
+	// Trace is the W3C trace context (traceparent, tracestate) of the
+	// request that brought the event.
+	Trace map[string]string
+	// Event is the event as received, normalised, with messageId and
+	// receivedAt set.
+	Event *segment.Event
+}
+
+// body is the JSON shape of a message body.
+type body struct {
+	V          int               `json:"v"`
+	AccountID  string            `json:"accountId"`
+	APIKey     string            `json:"apiKey"`
+	Settings   json.RawMessage   `json:"settings,omitempty"`
+	ReceivedAt time.Time         `json:"receivedAt"`
+	Trace      map[string]string `json:"trace,omitempty"`
+	Event      json.RawMessage   `json:"event"`
+}
+
+// AccountID returns the account id of an API key: the lowercase hex SHA-256
+// of the key, which is also the account's Firestore document id.
+func AccountID(apiKey string) string {
+	sum := sha256.Sum256([]byte(apiKey))
+	return hex.EncodeToString(sum[:])
+}
+
+// Encoded is a message ready to publish.
+type Encoded struct {
+	Data        []byte
+	Attributes  map[string]string
+	OrderingKey string
+}
+
+// Encode builds the Pub/Sub message for m.
+func Encode(m *Message) (*Encoded, error) {
+	if m.Event == nil {
+		return nil, errors.New("encode envelope: no event")
+	}
+	if m.APIKey == "" || m.AccountID == "" {
+		return nil, errors.New("encode envelope: no account")
+	}
+	ev, err := json.Marshal(m.Event)
+	if err != nil {
+		return nil, fmt.Errorf("encode event %s: %w", m.Event.MessageID, err)
+	}
+	data, err := json.Marshal(body{
+		V:          Version,
+		AccountID:  m.AccountID,
+		APIKey:     m.APIKey,
+		Settings:   m.Settings,
+		ReceivedAt: m.ReceivedAt.UTC(),
+		Trace:      m.Trace,
+		Event:      ev,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("encode envelope %s: %w", m.Event.MessageID, err)
+	}
+	return &Encoded{
+		Data: data,
+		Attributes: map[string]string{
+			AttrVersion:   "1",
+			AttrType:      string(m.Event.Type),
+			AttrAccountID: m.AccountID,
+			AttrMessageID: m.Event.MessageID,
+		},
+		OrderingKey: OrderingKey(m.AccountID, m.Event.PersonKey()),
+	}, nil
+}
+
+// OrderingKey keeps the events of one person of one account in order. It is
+// the account id and the person's id, with the person hashed when the key
+// would pass Pub/Sub's limit.
+func OrderingKey(accountID, person string) string {
+	k := accountID + ":" + person
+	if len(k) <= maxOrderingKey {
+		return k
+	}
+	sum := sha256.Sum256([]byte(person))
+	return accountID + ":#" + hex.EncodeToString(sum[:])
+}
+
+// DecodeError is a message body that cannot be read: it can never succeed,
+// so it is a permanent failure.
+type DecodeError struct {
+	Err error
+}
+
+func (e *DecodeError) Error() string { return "decode envelope: " + e.Err.Error() }
+func (e *DecodeError) Unwrap() error { return e.Err }
+
+// Decode reads a message body written by Encode.
+func Decode(data []byte) (*Message, error) {
+	var b body
+	if err := json.Unmarshal(data, &b); err != nil {
+		return nil, &DecodeError{Err: err}
+	}
+	if b.V < 1 || b.V > Version {
+		return nil, &DecodeError{Err: fmt.Errorf("unsupported version %d", b.V)}
+	}
+	if b.APIKey == "" {
+		return nil, &DecodeError{Err: errors.New("no API key")}
+	}
+	if got := AccountID(b.APIKey); b.AccountID != got {
+		return nil, &DecodeError{Err: errors.New("account id does not match the API key")}
+	}
+	if len(b.Event) == 0 {
+		return nil, &DecodeError{Err: errors.New("no event")}
+	}
+	ev, err := segment.Decode(b.Event)
+	if err != nil {
+		return nil, &DecodeError{Err: fmt.Errorf("event: %w", err)}
+	}
+	return &Message{
+		AccountID:  b.AccountID,
+		APIKey:     b.APIKey,
+		Settings:   b.Settings,
+		ReceivedAt: b.ReceivedAt,
+		Trace:      b.Trace,
+		Event:      ev,
+	}, nil
+}

@@ -1,0 +1,434 @@
+// Package segment is the Segment event model both services share: decoding
+// of everything real Segment traffic contains, the typed view of the fields
+// the pipeline acts on, and validation with precise messages.
+//
+// An Event keeps the caller's whole object in Raw, so nothing the caller sent
+// is lost on the way through Pub/Sub; the typed fields are a view of it.
+package segment
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// Type is a Segment call type.
+type Type string
+
+// The Segment Spec's call types.
+const (
+	TypeIdentify Type = "identify"
+	TypeTrack    Type = "track"
+	TypePage     Type = "page"
+	TypeScreen   Type = "screen"
+	TypeGroup    Type = "group"
+	TypeAlias    Type = "alias"
+)
+
+// Known reports whether t is one of the Spec's call types.
+func (t Type) Known() bool {
+	switch t {
+	case TypeIdentify, TypeTrack, TypePage, TypeScreen, TypeGroup, TypeAlias:
+		return true
+	}
+	return false
+}
+
+// MaxMessageIDLen is the Spec's limit on messageId.
+const MaxMessageIDLen = 100
+
+// Event is one Segment call.
+//
+// Raw holds the whole object with top-level keys normalised to Segment's
+// camelCase spelling and numbers as json.Number. Traits, Properties and
+// Context are the same maps as inside Raw, so a change through either is
+// seen by both. The typed fields are read from Raw by Decode; SetMessageID
+// and SetReceivedAt keep both in step.
+type Event struct {
+	Type        Type
+	MessageID   string
+	UserID      string
+	AnonymousID string
+	Event       string // track
+	Name        string // page, screen
+	GroupID     string // group
+	PreviousID  string // alias
+	WriteKey    string // HTTP Tracking API only; never forwarded
+
+	Timestamp         time.Time // zero when absent
+	OriginalTimestamp time.Time
+	SentAt            time.Time
+	ReceivedAt        time.Time
+
+	Traits     map[string]any
+	Properties map[string]any
+	Context    map[string]any
+
+	Raw map[string]any
+}
+
+// keyAliases maps every spelling Segment documents or its libraries send to
+// the canonical camelCase key.
+var keyAliases = map[string]string{
+	"user_id":            "userId",
+	"userid":             "userId",
+	"anonymous_id":       "anonymousId",
+	"anonymousid":        "anonymousId",
+	"message_id":         "messageId",
+	"messageid":          "messageId",
+	"group_id":           "groupId",
+	"groupid":            "groupId",
+	"previous_id":        "previousId",
+	"previousid":         "previousId",
+	"original_timestamp": "originalTimestamp",
+	"originaltimestamp":  "originalTimestamp",
+	"sent_at":            "sentAt",
+	"sentat":             "sentAt",
+	"received_at":        "receivedAt",
+	"receivedat":         "receivedAt",
+	"write_key":          "writeKey",
+	"writekey":           "writeKey",
+	"Type":               "type",
+	"Event":              "event",
+	"Name":               "name",
+	"Traits":             "traits",
+	"Properties":         "properties",
+	"Context":            "context",
+	"Integrations":       "integrations",
+	"Timestamp":          "timestamp",
+	"Category":           "category",
+	"Version":            "version",
+	"Channel":            "channel",
+}
+
+// canonicalKey returns Segment's camelCase spelling of a top-level key.
+func canonicalKey(k string) string {
+	if c, ok := keyAliases[k]; ok {
+		return c
+	}
+	if c, ok := keyAliases[strings.ToLower(k)]; ok {
+		return c
+	}
+	return k
+}
+
+// SyntaxError reports a body that is not a JSON object.
+type SyntaxError struct {
+	Msg string
+}
+
+func (e *SyntaxError) Error() string { return "invalid JSON: " + e.Msg }
+
+// Decode parses one event object. It fails only when data is not a JSON
+// object or a known field has a type no Segment library sends; Validate
+// checks the Spec's rules.
+func Decode(data []byte) (*Event, error) {
+	m, err := decodeObject(data)
+	if err != nil {
+		return nil, err
+	}
+	return FromMap(m)
+}
+
+// decodeObject decodes a JSON object keeping numbers exact.
+func decodeObject(data []byte) (map[string]any, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, &SyntaxError{Msg: jsonMessage(err)}
+	}
+	if dec.More() {
+		return nil, &SyntaxError{Msg: "unexpected data after the top-level value"}
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, &SyntaxError{Msg: fmt.Sprintf("want a JSON object, got %s", jsonKind(v))}
+	}
+	return m, nil
+}
+
+// jsonMessage shortens encoding/json's errors to what a caller can act on.
+func jsonMessage(err error) string {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("%s at byte %d", se.Error(), se.Offset)
+	}
+	if errors.Is(err, io.EOF) {
+		return "empty body"
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return "unexpected end of JSON input"
+	}
+	return err.Error()
+}
+
+func jsonKind(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "a boolean"
+	case json.Number:
+		return "a number"
+	case string:
+		return "a string"
+	case []any:
+		return "an array"
+	case map[string]any:
+		return "an object"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// FieldError is a problem with one field of an event.
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+
+// FromMap builds an Event from a decoded JSON object (numbers as
+// json.Number or float64). It normalises the top-level keys of m in place
+// and takes ownership of it.
+func FromMap(m map[string]any) (*Event, error) {
+	for k, v := range m {
+		if c := canonicalKey(k); c != k {
+			delete(m, k)
+			if _, dup := m[c]; !dup {
+				m[c] = v
+			}
+		}
+	}
+	e := &Event{Raw: m}
+	var err error
+	str := func(key string, dst *string) {
+		if err != nil {
+			return
+		}
+		*dst, err = stringField(m, key)
+	}
+	var typ string
+	str("type", &typ)
+	e.Type = Type(strings.ToLower(strings.TrimSpace(typ)))
+	if typ != string(e.Type) && e.Type != "" {
+		m["type"] = string(e.Type)
+	}
+	str("messageId", &e.MessageID)
+	str("userId", &e.UserID)
+	str("anonymousId", &e.AnonymousID)
+	str("event", &e.Event)
+	str("name", &e.Name)
+	str("groupId", &e.GroupID)
+	str("previousId", &e.PreviousID)
+	str("writeKey", &e.WriteKey)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range []struct {
+		key string
+		dst *time.Time
+	}{
+		{"timestamp", &e.Timestamp},
+		{"originalTimestamp", &e.OriginalTimestamp},
+		{"sentAt", &e.SentAt},
+		{"receivedAt", &e.ReceivedAt},
+	} {
+		if *f.dst, err = timeField(m, f.key); err != nil {
+			return nil, err
+		}
+	}
+	for _, f := range []struct {
+		key string
+		dst *map[string]any
+	}{
+		{"traits", &e.Traits},
+		{"properties", &e.Properties},
+		{"context", &e.Context},
+		{"integrations", nil},
+	} {
+		obj, err := objectField(m, f.key)
+		if err != nil {
+			return nil, err
+		}
+		if f.dst != nil {
+			*f.dst = obj
+		}
+	}
+	if v, ok := m["version"]; ok {
+		switch v.(type) {
+		case nil, string, json.Number, float64:
+		default:
+			return nil, &FieldError{Field: "version", Msg: "want a number or a string, got " + jsonKind(v)}
+		}
+	}
+	return e, nil
+}
+
+// stringField reads an identifier. Segment libraries send ids as strings,
+// but some callers send numbers: those are kept as their decimal text.
+func stringField(m map[string]any, key string) (string, error) {
+	switch v := m[key].(type) {
+	case nil:
+		return "", nil
+	case string:
+		return v, nil
+	case json.Number:
+		m[key] = v.String()
+		return v.String(), nil
+	case float64:
+		s := json.Number(fmt.Sprint(v)).String()
+		m[key] = s
+		return s, nil
+	default:
+		return "", &FieldError{Field: key, Msg: "want a string, got " + jsonKind(v)}
+	}
+}
+
+// timeField reads an ISO-8601 timestamp; null and "" are absent.
+func timeField(m map[string]any, key string) (time.Time, error) {
+	switch v := m[key].(type) {
+	case nil:
+		return time.Time{}, nil
+	case string:
+		if v == "" {
+			return time.Time{}, nil
+		}
+		t, err := ParseTime(v)
+		if err != nil {
+			return time.Time{}, &FieldError{Field: key, Msg: err.Error()}
+		}
+		return t, nil
+	default:
+		return time.Time{}, &FieldError{Field: key, Msg: "want an ISO-8601 string, got " + jsonKind(v)}
+	}
+}
+
+// timeLayouts are the ISO-8601 forms Segment libraries send, most common
+// first. RFC 3339 parsing accepts any number of fractional digits.
+var timeLayouts = []string{
+	time.RFC3339Nano,
+	"2006-01-02T15:04:05.999999999Z0700",
+	"2006-01-02T15:04:05.999999999",
+	"2006-01-02 15:04:05.999999999Z07:00",
+	"2006-01-02",
+}
+
+// ParseTime parses an ISO-8601 timestamp as Segment libraries write it,
+// nanoseconds included. A time without a zone is taken as UTC.
+func ParseTime(s string) (time.Time, error) {
+	for _, layout := range timeLayouts {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%q is not an ISO-8601 time", truncate(s, 40))
+}
+
+func objectField(m map[string]any, key string) (map[string]any, error) {
+	switch v := m[key].(type) {
+	case nil:
+		return nil, nil
+	case map[string]any:
+		return v, nil
+	default:
+		return nil, &FieldError{Field: key, Msg: "want an object, got " + jsonKind(v)}
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// SetMessageID sets the messageId in the typed view and in Raw.
+func (e *Event) SetMessageID(id string) {
+	e.MessageID = id
+	e.Raw["messageId"] = id
+}
+
+// SetReceivedAt sets receivedAt in the typed view and in Raw.
+func (e *Event) SetReceivedAt(t time.Time) {
+	e.ReceivedAt = t.UTC()
+	e.Raw["receivedAt"] = e.ReceivedAt.Format(time.RFC3339Nano)
+}
+
+// DropWriteKey removes the write key so it never travels further.
+func (e *Event) DropWriteKey() {
+	e.WriteKey = ""
+	delete(e.Raw, "writeKey")
+}
+
+// Validate checks the Spec's rules for the event's type. It returns a
+// *FieldError naming the first field at fault.
+func (e *Event) Validate() error {
+	if e.Type == "" {
+		return &FieldError{Field: "type", Msg: "required"}
+	}
+	if !e.Type.Known() {
+		return &FieldError{Field: "type", Msg: fmt.Sprintf("unknown type %q (want identify, track, page, screen, group or alias)", truncate(string(e.Type), 40))}
+	}
+	if e.UserID == "" && e.AnonymousID == "" {
+		return &FieldError{Field: "userId", Msg: "userId or anonymousId is required"}
+	}
+	if len(e.MessageID) > MaxMessageIDLen {
+		return &FieldError{Field: "messageId", Msg: fmt.Sprintf("longer than %d characters", MaxMessageIDLen)}
+	}
+	switch e.Type {
+	case TypeTrack:
+		if e.Event == "" {
+			return &FieldError{Field: "event", Msg: "required for a track call"}
+		}
+	case TypeGroup:
+		if e.GroupID == "" {
+			return &FieldError{Field: "groupId", Msg: "required for a group call"}
+		}
+	case TypeAlias:
+		if e.PreviousID == "" {
+			return &FieldError{Field: "previousId", Msg: "required for an alias call"}
+		}
+	}
+	return nil
+}
+
+// Time is the event's own time: timestamp, else originalTimestamp, else
+// receivedAt.
+func (e *Event) Time() time.Time {
+	switch {
+	case !e.Timestamp.IsZero():
+		return e.Timestamp
+	case !e.OriginalTimestamp.IsZero():
+		return e.OriginalTimestamp
+	}
+	return e.ReceivedAt
+}
+
+// PersonKey is who the event is about: userId, else anonymousId.
+func (e *Event) PersonKey() string {
+	if e.UserID != "" {
+		return e.UserID
+	}
+	return e.AnonymousID
+}
+
+// MarshalJSON encodes the whole event as received, normalised.
+func (e *Event) MarshalJSON() ([]byte, error) {
+	return json.Marshal(e.Raw)
+}
+
+// UnmarshalJSON decodes an event as Decode does.
+func (e *Event) UnmarshalJSON(data []byte) error {
+	d, err := Decode(data)
+	if err != nil {
+		return err
+	}
+	*e = *d
+	return nil
+}
