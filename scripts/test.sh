@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every module's tests with the race detector, then each fuzz target
+# briefly. Emulator tests need PUBSUB_EMULATOR_HOST / FIRESTORE_EMULATOR_HOST
+# (scripts/emulators.sh run sets them); without them they skip, and under
+# CI=true they fail.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+fuzztime="${FUZZTIME:-5s}"
+status=0
+for m in $(go list -m -f '{{.Dir}}'); do
+  echo "== go vet $(basename "$m")"
+  (cd "$m" && go vet ./...) || status=1
+  echo "== go test $(basename "$m")"
+  (cd "$m" && go test -race -count=1 -timeout 15m ./...) || status=1
+done
+if [[ "$fuzztime" != "0" ]]; then
+  # Each fuzz target runs briefly: a seed-corpus run is already part of go
+  # test; this explores a little beyond it.
+  while read -r dir name; do
+    echo "== fuzz $name ($dir, $fuzztime)"
+    (cd "$dir" && go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" .) || status=1
+  done < <(grep -rl --include='*_test.go' '^func Fuzz' shared ingest deliver | while read -r f; do
+    for fn in $(grep -o '^func Fuzz[A-Za-z0-9_]*' "$f" | sed 's/^func //'); do echo "$(dirname "$f") $fn"; done
+  done | sort -u)
+fi
+exit $status
