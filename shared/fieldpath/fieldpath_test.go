@@ -24,7 +24,7 @@ func TestParse(t *testing.T) {
 		{"a[12][3]", []seg{{"a", -1}, {index: 12}, {index: 3}}, "a[12][3]"},
 		{"['top level']", []seg{{"top level", -1}}, "['top level']"},
 		{`a['it\'s']`, []seg{{"a", -1}, {"it's", -1}}, `a['it\'s']`},
-		{`a["back\\slash"]`, []seg{{"a", -1}, {`back\slash`, -1}}, `a['back\\slash']`},
+		{`a["back\\slash"]`, []seg{{"a", -1}, {`back\slash`, -1}}, `a.back\slash`},
 		{`a["dot.ted"]`, []seg{{"a", -1}, {"dot.ted", -1}}, `a['dot.ted']`},
 		{`a['']`, []seg{{"a", -1}, {"", -1}}, `a['']`},
 		{"  traits.email \t", []seg{{"traits", -1}, {"email", -1}}, "traits.email"},
