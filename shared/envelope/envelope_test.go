@@ -1,0 +1,105 @@
+package envelope
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/startdeliver/segment-destination/shared/segment"
+)
+
+const testKey = "sd-secret-key-123"
+
+func testMessage(t *testing.T) *Message {
+	t.Helper()
+	ev, err := segment.Decode([]byte(`{"type":"track","userId":"97980cfea0067","event":"Login Button Clicked","messageId":"m-1","properties":{"n":1.50}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Message{
+		AccountID:  AccountID(testKey),
+		APIKey:     testKey,
+		Settings:   json.RawMessage(`{"allowUserIdFallback":true}`),
+		ReceivedAt: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC),
+		Trace:      map[string]string{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+		Event:      ev,
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	m := testMessage(t)
+	enc, err := Encode(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantAttrs := map[string]string{AttrVersion: "1", AttrType: "track", AttrAccountID: AccountID(testKey), AttrMessageID: "m-1"}
+	if diff := cmp.Diff(wantAttrs, enc.Attributes); diff != "" {
+		t.Errorf("attributes (-want +got):\n%s", diff)
+	}
+	if want := AccountID(testKey) + ":97980cfea0067"; enc.OrderingKey != want {
+		t.Errorf("OrderingKey = %q, want %q", enc.OrderingKey, want)
+	}
+	got, err := Decode(enc.Data)
+	if err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	if got.APIKey != testKey || got.AccountID != m.AccountID || !got.ReceivedAt.Equal(m.ReceivedAt) ||
+		string(got.Settings) != string(m.Settings) || got.Trace["traceparent"] != m.Trace["traceparent"] {
+		t.Errorf("Decode(Encode(m)) = %+v, want %+v", got, m)
+	}
+	if diff := cmp.Diff(m.Event.Raw, got.Event.Raw); diff != "" {
+		t.Errorf("event changed (-want +got):\n%s", diff)
+	}
+}
+
+func TestKeyNeverInAttributes(t *testing.T) {
+	enc, err := Encode(testMessage(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range enc.Attributes {
+		if strings.Contains(v, testKey) || strings.Contains(k, testKey) {
+			t.Errorf("attribute %s=%q holds the API key", k, v)
+		}
+	}
+	if strings.Contains(enc.OrderingKey, testKey) {
+		t.Errorf("ordering key %q holds the API key", enc.OrderingKey)
+	}
+}
+
+func TestOrderingKeyLimit(t *testing.T) {
+	id := AccountID(testKey)
+	long := strings.Repeat("x", 2000)
+	k := OrderingKey(id, long)
+	if len(k) > maxOrderingKey {
+		t.Errorf("len(OrderingKey) = %d, want at most %d", len(k), maxOrderingKey)
+	}
+	if k == OrderingKey(id, long+"y") {
+		t.Errorf("two long persons share ordering key %q", k)
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	good, _ := Encode(testMessage(t))
+	tampered := strings.Replace(string(good.Data), AccountID(testKey), AccountID("other"), 1)
+	for name, data := range map[string]string{
+		"not json":         `nope`,
+		"future version":   `{"v":99}`,
+		"no key":           `{"v":1,"accountId":"x","event":{}}`,
+		"account mismatch": tampered,
+		"bad event":        `{"v":1,"accountId":"` + AccountID(testKey) + `","apiKey":"` + testKey + `","event":{"type":"track","userId":{}}}`,
+	} {
+		_, err := Decode([]byte(data))
+		var de *DecodeError
+		if !errors.As(err, &de) {
+			t.Errorf("%s: Decode = %v, want a *DecodeError", name, err)
+		}
+		if err != nil && strings.Contains(err.Error(), testKey) {
+			t.Errorf("%s: error %q holds the API key", name, err)
+		}
+	}
+}
