@@ -1,0 +1,44 @@
+# Firestore in native mode. Collections:
+#   accounts   - doc id = hex SHA-256 of the account's API key (written by the
+#                accounts command; both services read it).
+#   deliveries - one doc per completed event (account + messageId), so a
+#                redelivered event has no second effect; expires via expireAt.
+#   identities - one doc per account + match value while a Startdeliver user is
+#                being created, so two instances never create the same person
+#                twice; expires via expireAt.
+resource "google_firestore_database" "default" {
+  project     = var.project_id
+  name        = "(default)"
+  location_id = var.firestore_location
+  type        = "FIRESTORE_NATIVE"
+
+  concurrency_mode            = "OPTIMISTIC"
+  app_engine_integration_mode = "DISABLED"
+  delete_protection_state     = var.deletion_protection ? "DELETE_PROTECTION_ENABLED" : "DELETE_PROTECTION_DISABLED"
+  deletion_policy             = var.deletion_protection ? "ABANDON" : "DELETE"
+
+  depends_on = [google_project_service.apis]
+}
+
+# TTL policies: Firestore deletes a document some time (typically within a
+# day) after its expireAt. The empty index_config exempts the field from
+# single-field indexing, as advised for monotonically increasing timestamps.
+resource "google_firestore_field" "deliveries_ttl" {
+  project    = var.project_id
+  database   = google_firestore_database.default.name
+  collection = "deliveries"
+  field      = "expireAt"
+
+  ttl_config {}
+  index_config {}
+}
+
+resource "google_firestore_field" "identities_ttl" {
+  project    = var.project_id
+  database   = google_firestore_database.default.name
+  collection = "identities"
+  field      = "expireAt"
+
+  ttl_config {}
+  index_config {}
+}
