@@ -1,0 +1,496 @@
+// Package startdeliver is deliver's client for Startdeliver's REST API: find,
+// create and update users and customers, and record usage, as described in
+// contract.md section 5.
+//
+// One Client serves every account; credentials travel with each call as an
+// Account. The client retries retryable failures a few times in process
+// (seconds at most: longer waits are Pub/Sub's job), slows each account down
+// when Startdeliver answers 429, and caches lookups so that a known user
+// costs one API call per event. A Client is safe for concurrent use.
+package startdeliver
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sync/singleflight"
+)
+
+// DefaultBaseURL is Startdeliver's production API (STARTDELIVER_API_URL's default).
+const DefaultBaseURL = "https://app.startdeliver.com/api/v1"
+
+// Retry configures the in-process retries of one call. Only retryable
+// failures are retried (see IsRetryable); a call that creates something
+// (POST) is retried only when Startdeliver cannot have acted on it: a 429, or
+// a connection that was never made. Other failures of a create are returned
+// at once, still retryable, so the caller's next attempt finds before it
+// creates again.
+type Retry struct {
+	// MaxAttempts is the most attempts per call, the first included (default 3).
+	// 1 disables retries.
+	MaxAttempts int
+	// BaseDelay is the first back-off; it doubles per attempt with full jitter (default 100ms).
+	BaseDelay time.Duration
+	// MaxDelay caps one back-off (default 1s).
+	MaxDelay time.Duration
+	// MaxTotalWait caps the waiting of one call across its attempts, including
+	// Retry-After pauses (default 3s). A Retry-After beyond it ends the retries.
+	MaxTotalWait time.Duration
+}
+
+func (r Retry) withDefaults() Retry {
+	if r.MaxAttempts <= 0 {
+		r.MaxAttempts = 3
+	}
+	if r.BaseDelay <= 0 {
+		r.BaseDelay = 100 * time.Millisecond
+	}
+	if r.MaxDelay <= 0 {
+		r.MaxDelay = time.Second
+	}
+	if r.MaxTotalWait <= 0 {
+		r.MaxTotalWait = 3 * time.Second
+	}
+	return r
+}
+
+// Options configures a Client. The zero value is production's defaults.
+type Options struct {
+	// DefaultBaseURL is the API base for accounts without their own
+	// (STARTDELIVER_API_URL; default DefaultBaseURL).
+	DefaultBaseURL string
+	// HTTPClient sends the requests. Default: one client with an
+	// OpenTelemetry transport (spans named "GET /user", never with query
+	// values; W3C trace context injected), connection reuse and
+	// AttemptTimeout per attempt.
+	HTTPClient *http.Client
+	// AttemptTimeout bounds one HTTP attempt of the default HTTPClient (default 10s).
+	AttemptTimeout time.Duration
+	// TracerProvider and Propagators feed the default HTTPClient's transport;
+	// nil means the global ones.
+	TracerProvider trace.TracerProvider
+	Propagators    propagation.TextMapPropagator
+	// Retry configures in-process retries.
+	Retry Retry
+	// RateLimit configures the per-account limiter.
+	RateLimit RateLimit
+	// Cache configures the lookup cache.
+	Cache CacheConfig
+	// MaxURLLength is the longest find URL sent as GET; longer ones go as
+	// POST with X-HTTP-Method-Override: GET (default 7,500).
+	MaxURLLength int
+	// SharedCallTimeout bounds a lookup or create shared by concurrent
+	// callers, which runs detached from any one caller's cancellation (default 30s).
+	SharedCallTimeout time.Duration
+	// UserAgent is sent with every request (default "startdeliver-segment-destination").
+	UserAgent string
+	// Logger receives debug lines about retries and throttling (default: discard).
+	// Lines name accounts by key hash only.
+	Logger *slog.Logger
+}
+
+// Client calls Startdeliver's API. Build it once with New and share it.
+type Client struct {
+	base      string
+	http      *http.Client
+	retry     Retry
+	limiters  *limiters
+	cache     *idCache
+	group     singleflight.Group
+	locks     keyLocks
+	maxURL    int
+	sharedTO  time.Duration
+	userAgent string
+	log       *slog.Logger
+	jitter    func(time.Duration) time.Duration
+}
+
+type routeKey struct{}
+
+// New builds a Client from opts; zero fields take production defaults.
+func New(opts Options) *Client {
+	c := &Client{
+		base:      strings.TrimRight(opts.DefaultBaseURL, "/"),
+		http:      opts.HTTPClient,
+		retry:     opts.Retry.withDefaults(),
+		limiters:  newLimiters(opts.RateLimit),
+		maxURL:    opts.MaxURLLength,
+		sharedTO:  opts.SharedCallTimeout,
+		userAgent: opts.UserAgent,
+		log:       opts.Logger,
+		jitter:    func(d time.Duration) time.Duration { return rand.N(d + 1) },
+	}
+	if c.base == "" {
+		c.base = DefaultBaseURL
+	}
+	if c.http == nil {
+		c.http = defaultHTTPClient(opts)
+	}
+	if c.maxURL <= 0 {
+		c.maxURL = 7500
+	}
+	if c.sharedTO <= 0 {
+		c.sharedTO = 30 * time.Second
+	}
+	if c.userAgent == "" {
+		c.userAgent = "startdeliver-segment-destination"
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	c.cache = newIDCache(opts.Cache)
+	return c
+}
+
+func defaultHTTPClient(opts Options) *http.Client {
+	timeout := opts.AttemptTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	base := &http.Transport{
+		Proxy: http.ProxyFromEnvironment,
+		DialContext: (&net.Dialer{
+			Timeout:   5 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   5 * time.Second,
+		ResponseHeaderTimeout: timeout,
+		ExpectContinueTimeout: time.Second,
+	}
+	otelOpts := []otelhttp.Option{
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
+			if route, ok := r.Context().Value(routeKey{}).(string); ok {
+				return route
+			}
+			return r.Method
+		}),
+	}
+	if opts.TracerProvider != nil {
+		otelOpts = append(otelOpts, otelhttp.WithTracerProvider(opts.TracerProvider))
+	}
+	if opts.Propagators != nil {
+		otelOpts = append(otelOpts, otelhttp.WithPropagators(opts.Propagators))
+	}
+	return &http.Client{Transport: otelhttp.NewTransport(base, otelOpts...), Timeout: timeout}
+}
+
+// call is one API request, before retries.
+type call struct {
+	method string
+	route  string // template: "/user/{id}"
+	path   string // actual: "/user/42"
+	query  string // encoded query string, without "?"
+	header http.Header
+	body   any
+	// creates marks a non-idempotent call (POST that creates).
+	creates bool
+}
+
+func (c *Client) baseURL(acct Account) string {
+	if acct.BaseURL != "" {
+		return strings.TrimRight(acct.BaseURL, "/")
+	}
+	return c.base
+}
+
+// do runs a call with rate limiting and retries and decodes a 2xx JSON answer into out.
+func (c *Client) do(ctx context.Context, acct Account, cl call, out any) error {
+	if acct.APIKey == "" {
+		return fmt.Errorf("startdeliver %s %s: %s has no API key", cl.method, cl.route, acct)
+	}
+	var body []byte
+	if cl.body != nil {
+		var err error
+		if body, err = json.Marshal(cl.body); err != nil {
+			return fmt.Errorf("startdeliver %s %s: encode body: %w", cl.method, cl.route, err)
+		}
+	}
+	lim := c.limiters.get(acct.KeyHash())
+	var waited time.Duration
+	for attempt := 1; ; attempt++ {
+		budget := c.retry.MaxTotalWait - waited
+		pause, ok, err := lim.wait(ctx, max(budget, 0))
+		if err != nil {
+			return fmt.Errorf("startdeliver %s %s: wait for rate limiter: %w", cl.method, cl.route, err)
+		}
+		if !ok {
+			return fmt.Errorf("startdeliver %s %s: %w", cl.method, cl.route, &ThrottledError{Account: acct, RetryAfter: pause})
+		}
+		err = c.attempt(ctx, acct, cl, body, out)
+		if err == nil {
+			lim.succeeded()
+			return nil
+		}
+		var ae *APIError
+		if errors.As(err, &ae) && ae.StatusCode == http.StatusTooManyRequests {
+			lim.throttled(ae.RetryAfter)
+		}
+		if ctx.Err() != nil {
+			if errors.Is(err, ctx.Err()) {
+				return fmt.Errorf("startdeliver %s %s: %w", cl.method, cl.route, err)
+			}
+			return fmt.Errorf("startdeliver %s %s: %w (last error: %w)", cl.method, cl.route, ctx.Err(), err)
+		}
+		if attempt >= c.retry.MaxAttempts || !c.mayRetry(cl, err) {
+			return err
+		}
+		delay := c.backoff(attempt)
+		if ra := RetryAfter(err); ra > delay {
+			delay = ra
+		}
+		if waited+delay > c.retry.MaxTotalWait {
+			return err
+		}
+		c.log.DebugContext(ctx, "startdeliver call failed, retrying",
+			"account", acct, "call", cl.method+" "+cl.route, "attempt", attempt, "delay", delay, "error", err)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("startdeliver %s %s: %w (last error: %w)", cl.method, cl.route, ctx.Err(), err)
+		case <-t.C:
+		}
+		waited += delay
+	}
+}
+
+// mayRetry decides whether a failed attempt may be repeated in process.
+func (c *Client) mayRetry(cl call, err error) bool {
+	if !IsRetryable(err) {
+		return false
+	}
+	if !cl.creates {
+		return true
+	}
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae.StatusCode == http.StatusTooManyRequests
+	}
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// backoff is full-jitter exponential: a random wait up to BaseDelay·2^(attempt-1), capped.
+func (c *Client) backoff(attempt int) time.Duration {
+	d := c.retry.BaseDelay << (attempt - 1)
+	if d > c.retry.MaxDelay || d <= 0 {
+		d = c.retry.MaxDelay
+	}
+	return c.jitter(d)
+}
+
+// maxAnswer bounds how much of an answer is read.
+const maxAnswer = 8 << 20
+
+func (c *Client) attempt(ctx context.Context, acct Account, cl call, body []byte, out any) error {
+	u := c.baseURL(acct) + cl.path
+	if cl.query != "" {
+		u += "?" + cl.query
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	ctx = context.WithValue(ctx, routeKey{}, cl.method+" "+cl.route)
+	req, err := http.NewRequestWithContext(ctx, cl.method, u, rd)
+	if err != nil {
+		// The URL is not printed: it may hold filter values.
+		return fmt.Errorf("startdeliver %s %s: build request for %s", cl.method, cl.route, acct)
+	}
+	req.Header.Set("Authorization", acct.APIKey)
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", c.userAgent)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, vs := range cl.header {
+		req.Header[k] = vs
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return &NetworkError{Method: cl.method, Route: cl.route, Err: stripURL(err, acct.APIKey)}
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return &NetworkError{Method: cl.method, Route: cl.route, Err: fmt.Errorf("read answer: %w", stripURL(err, acct.APIKey))}
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return &APIError{
+			StatusCode: resp.StatusCode,
+			Method:     cl.method,
+			Route:      cl.route,
+			Body:       excerpt(data, acct.APIKey),
+			RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()),
+		}
+	}
+	if out == nil {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if err := dec.Decode(out); err != nil {
+		return fmt.Errorf("startdeliver %s %s: decode %d answer: %w", cl.method, cl.route, resp.StatusCode, err)
+	}
+	return nil
+}
+
+// stripURL drops the request URL (which may carry filter values) from a
+// transport error and scrubs the key from what remains.
+func stripURL(err error, key string) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	if key != "" && strings.Contains(err.Error(), key) {
+		return errors.New(strings.ReplaceAll(err.Error(), key, "[REDACTED]"))
+	}
+	return err
+}
+
+// Find returns the first entity of kind whose field m.Field equals m.Value,
+// or ErrNotFound. It always calls Startdeliver (LookupID is the cached form).
+func (c *Client) Find(ctx context.Context, acct Account, kind Kind, m Match) (Entity, error) {
+	if !kind.valid() {
+		return nil, fmt.Errorf("startdeliver: find: unknown kind %q", kind)
+	}
+	if m.Field == "" {
+		return nil, fmt.Errorf("startdeliver: find %s: no field to match on", kind)
+	}
+	q := map[string]any{"filter": map[string]any{m.Field: m.Value}, "limit": 1}
+	raw, err := json.Marshal(q)
+	if err != nil {
+		return nil, fmt.Errorf("startdeliver: find %s: encode query: %w", kind, err)
+	}
+	cl := call{method: http.MethodGet, route: "/" + string(kind), path: "/" + string(kind), query: "query=" + url.QueryEscape(string(raw))}
+	if len(c.baseURL(acct))+len(cl.path)+1+len(cl.query) > c.maxURL {
+		cl = call{
+			method: http.MethodPost, route: "/" + string(kind), path: "/" + string(kind),
+			header: http.Header{"X-Http-Method-Override": {http.MethodGet}},
+			body:   map[string]any{"query": q},
+		}
+	}
+	var ans struct {
+		Result []Entity `json:"result"`
+	}
+	if err := c.do(ctx, acct, cl, &ans); err != nil {
+		return nil, err
+	}
+	if len(ans.Result) == 0 {
+		return nil, fmt.Errorf("find %s by %s: %w", kind, m.Field, ErrNotFound)
+	}
+	if _, ok := ans.Result[0].ID(); !ok {
+		return nil, fmt.Errorf("startdeliver: find %s by %s: answer has no numeric id", kind, m.Field)
+	}
+	return ans.Result[0], nil
+}
+
+// Get returns the entity of kind with id, or an error that is ErrNotFound.
+func (c *Client) Get(ctx context.Context, acct Account, kind Kind, id int64) (Entity, error) {
+	if !kind.valid() {
+		return nil, fmt.Errorf("startdeliver: get: unknown kind %q", kind)
+	}
+	var e Entity
+	cl := call{method: http.MethodGet, route: "/" + string(kind) + "/{id}", path: "/" + string(kind) + "/" + strconv.FormatInt(id, 10)}
+	if err := c.do(ctx, acct, cl, &e); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Create creates an entity of kind with fields and returns it, with its id.
+// It is not idempotent: see Retry for when it is retried.
+func (c *Client) Create(ctx context.Context, acct Account, kind Kind, f Fields) (Entity, error) {
+	if !kind.valid() {
+		return nil, fmt.Errorf("startdeliver: create: unknown kind %q", kind)
+	}
+	var e Entity
+	cl := call{method: http.MethodPost, route: "/" + string(kind), path: "/" + string(kind), body: f, creates: true}
+	if err := c.do(ctx, acct, cl, &e); err != nil {
+		return nil, err
+	}
+	if _, ok := e.ID(); !ok {
+		return nil, fmt.Errorf("startdeliver: create %s: answer has no numeric id", kind)
+	}
+	return e, nil
+}
+
+// Update PATCHes the given fields (send only what changed: see Diff and
+// UpdateChanged) on the entity with id and returns the entity. A 404 is
+// ErrNotFound.
+func (c *Client) Update(ctx context.Context, acct Account, kind Kind, id int64, f Fields) (Entity, error) {
+	if !kind.valid() {
+		return nil, fmt.Errorf("startdeliver: update: unknown kind %q", kind)
+	}
+	var e Entity
+	cl := call{method: http.MethodPatch, route: "/" + string(kind) + "/{id}", path: "/" + string(kind) + "/" + strconv.FormatInt(id, 10), body: f}
+	if err := c.do(ctx, acct, cl, &e); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// UpdateChanged PATCHes only the desired fields that differ from found
+// (Diff) and reports whether it called Startdeliver; when nothing differs it
+// returns found unchanged without a call.
+func (c *Client) UpdateChanged(ctx context.Context, acct Account, kind Kind, found Entity, desired Fields) (Entity, bool, error) {
+	changed := Diff(found, desired)
+	if len(changed) == 0 {
+		return found, false, nil
+	}
+	id, ok := found.ID()
+	if !ok {
+		return nil, false, fmt.Errorf("startdeliver: update %s: found entity has no id", kind)
+	}
+	e, err := c.Update(ctx, acct, kind, id, changed)
+	if err != nil {
+		return nil, false, err
+	}
+	return e, true, nil
+}
+
+// RecordUsage creates one usage record and returns Startdeliver's answer.
+// A 404 (unknown user or customer id) is ErrNotFound: Forget the cached ids
+// and look them up again.
+func (c *Client) RecordUsage(ctx context.Context, acct Account, u Usage) (Entity, error) {
+	if err := u.validate(); err != nil {
+		return nil, fmt.Errorf("startdeliver: %w", err)
+	}
+	var e Entity
+	cl := call{method: http.MethodPost, route: "/usage", path: "/usage", body: u.body(), creates: true}
+	if err := c.do(ctx, acct, cl, &e); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// CurrentRate returns the account's limiter rate in requests per second
+// (+Inf when the limiter is disabled), for metrics and tests.
+func (c *Client) CurrentRate(acct Account) float64 {
+	return c.limiters.get(acct.KeyHash()).current()
+}
