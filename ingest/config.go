@@ -1,0 +1,106 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/startdeliver/segment-destination/shared/accountstore"
+)
+
+// config is ingest's configuration, read from the environment.
+type config struct {
+	// Port is PORT: where the HTTP API listens (default 8080).
+	Port string
+	// Host is HOST: the interface to listen on (default all; 127.0.0.1
+	// keeps a local run on loopback).
+	Host string
+	// Project is GOOGLE_CLOUD_PROJECT.
+	Project string
+	// Topic is PUBSUB_TOPIC (default segment-events).
+	Topic string
+	// FirestoreDatabase is FIRESTORE_DATABASE (default "(default)").
+	FirestoreDatabase string
+	// AccountsCollection is ACCOUNTS_COLLECTION (default accounts).
+	AccountsCollection string
+	// ConfigCacheTTL is CONFIG_CACHE_TTL (default and maximum 10m).
+	ConfigCacheTTL time.Duration
+	// LogLevel is LOG_LEVEL (debug, info, warn, error; default info).
+	LogLevel string
+	// Ordering is PUBSUB_ORDERING (default true): publish with an ordering
+	// key per account and person.
+	Ordering bool
+	// PublishDelay is PUBSUB_PUBLISH_DELAY (default 1ms): how long a publish
+	// batch waits to fill.
+	PublishDelay time.Duration
+	// PublishTimeout is PUBSUB_PUBLISH_TIMEOUT (default 10s): how long a
+	// request waits for Pub/Sub before it answers 503.
+	PublishTimeout time.Duration
+	// Emulator is true when PUBSUB_EMULATOR_HOST is set: the topic is then
+	// created when missing.
+	Emulator bool
+}
+
+func loadConfig(getenv func(string) string) (*config, error) {
+	c := &config{
+		Port:               or(getenv("PORT"), "8080"),
+		Host:               getenv("HOST"),
+		Project:            getenv("GOOGLE_CLOUD_PROJECT"),
+		Topic:              or(getenv("PUBSUB_TOPIC"), "segment-events"),
+		FirestoreDatabase:  or(getenv("FIRESTORE_DATABASE"), "(default)"),
+		AccountsCollection: or(getenv("ACCOUNTS_COLLECTION"), "accounts"),
+		LogLevel:           or(getenv("LOG_LEVEL"), "info"),
+		Emulator:           getenv("PUBSUB_EMULATOR_HOST") != "",
+	}
+	var err error
+	if c.ConfigCacheTTL, err = duration(getenv, "CONFIG_CACHE_TTL", accountstore.MaxTTL); err != nil {
+		return nil, err
+	}
+	if c.PublishDelay, err = duration(getenv, "PUBSUB_PUBLISH_DELAY", time.Millisecond); err != nil {
+		return nil, err
+	}
+	if c.PublishTimeout, err = duration(getenv, "PUBSUB_PUBLISH_TIMEOUT", 10*time.Second); err != nil {
+		return nil, err
+	}
+	c.Ordering = true
+	if v := getenv("PUBSUB_ORDERING"); v != "" {
+		if c.Ordering, err = strconv.ParseBool(v); err != nil {
+			return nil, fmt.Errorf("PUBSUB_ORDERING=%q: want true or false", v)
+		}
+	}
+	return c, c.validate()
+}
+
+func (c *config) validate() error {
+	var errs []error
+	if c.Project == "" {
+		errs = append(errs, errors.New("GOOGLE_CLOUD_PROJECT is required"))
+	}
+	if c.ConfigCacheTTL <= 0 || c.ConfigCacheTTL > accountstore.MaxTTL {
+		errs = append(errs, fmt.Errorf("CONFIG_CACHE_TTL=%s: want more than 0 and at most %s", c.ConfigCacheTTL, accountstore.MaxTTL))
+	}
+	if _, err := strconv.ParseUint(c.Port, 10, 16); err != nil {
+		errs = append(errs, fmt.Errorf("PORT=%q: want a port number", c.Port))
+	}
+	return errors.Join(errs...)
+}
+
+func or(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+func duration(getenv func(string) string, name string, def time.Duration) (time.Duration, error) {
+	v := getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("%s=%q: want a duration such as 10m", name, v)
+	}
+	return d, nil
+}

@@ -1,0 +1,237 @@
+// Command ingest is the HTTPS endpoint Segment calls: it authenticates each
+// event against the accounts in Firestore, validates it, publishes it to
+// Pub/Sub, and answers 2xx only once the publish is confirmed.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"cloud.google.com/go/pubsub/v2"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"github.com/GoogleCloudPlatform/functions-framework-go/functions"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/startdeliver/segment-destination/ingest/internal/publish"
+	"github.com/startdeliver/segment-destination/ingest/internal/receive"
+	"github.com/startdeliver/segment-destination/shared/accountstore"
+	"github.com/startdeliver/segment-destination/shared/gcpclient"
+	"github.com/startdeliver/segment-destination/shared/telemetry"
+)
+
+// shutdownGrace is how long a SIGTERM leaves to finish in-flight requests
+// and flush the publisher: Cloud Run kills the instance 10 s after SIGTERM.
+const shutdownGrace = 8 * time.Second
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Getenv, nil); err != nil {
+		slog.Error("ingest failed", "error", err)
+		os.Exit(1)
+	}
+}
+
+// function is the handler registered with functions-framework-go, so that
+// the same code also deploys as a Cloud Run function. It is built on its
+// first request from the environment.
+var function struct {
+	once sync.Once
+	h    http.Handler
+	err  error
+}
+
+func init() {
+	functions.HTTP("Ingest", func(w http.ResponseWriter, r *http.Request) {
+		function.once.Do(func() {
+			var svc *service
+			svc, function.err = newService(context.Background(), os.Getenv)
+			if svc != nil {
+				function.h = svc.handler
+			}
+		})
+		if function.err != nil {
+			http.Error(w, `{"message":"service unavailable"}`, http.StatusServiceUnavailable)
+			return
+		}
+		function.h.ServeHTTP(w, r)
+	})
+}
+
+// service is ingest with its clients.
+type service struct {
+	cfg       *config
+	log       *slog.Logger
+	handler   http.Handler
+	publisher *publish.Publisher
+	closers   []func() error
+	telemetry *telemetry.Telemetry
+}
+
+func newService(ctx context.Context, getenv func(string) string) (_ *service, err error) {
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	tel, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: "ingest", ServiceVersion: version}, getenv)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %w", err)
+	}
+	log := telemetry.NewLogger(os.Stderr, cfg.LogLevel, cfg.Project)
+	s := &service{cfg: cfg, log: log, telemetry: tel}
+	defer func() {
+		if err != nil {
+			s.close(context.Background())
+		}
+	}()
+	ps, err := gcpclient.PubSub(ctx, cfg.Project, getenv, &pubsub.ClientConfig{})
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, ps.Close)
+	if cfg.Emulator {
+		if err := ensureTopic(ctx, ps, cfg.Project, cfg.Topic); err != nil {
+			return nil, err
+		}
+	}
+	fs, err := gcpclient.Firestore(ctx, cfg.Project, cfg.FirestoreDatabase, getenv)
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, fs.Close)
+	s.publisher = publish.New(ps, cfg.Topic, publish.Options{DisableOrdering: !cfg.Ordering, DelayThreshold: cfg.PublishDelay, Timeout: cfg.PublishTimeout})
+	store := accountstore.New(fs, accountstore.Options{Collection: cfg.AccountsCollection, TTL: cfg.ConfigCacheTTL})
+	h := receive.New(receive.Options{
+		Publisher: s.publisher,
+		Accounts:  store,
+		Ready:     &topicCheck{ps: ps, name: topicName(cfg.Project, cfg.Topic)},
+		Topic:     cfg.Topic,
+		Logger:    log,
+	})
+	s.handler = otelhttp.NewHandler(h, "ingest",
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + routeOf(r) }))
+	return s, nil
+}
+
+// routeOf names a request's route for spans without ids or keys.
+func routeOf(r *http.Request) string {
+	switch p := r.URL.Path; {
+	case p == "/" || p == "/healthz" || p == "/readyz":
+		return p
+	case len(p) > 4 && p[:4] == "/v1/":
+		return p
+	}
+	return "unknown"
+}
+
+// close stops the publisher (flushing what it holds), the clients, and
+// telemetry last.
+func (s *service) close(ctx context.Context) {
+	if s.publisher != nil {
+		s.publisher.Stop()
+	}
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		if err := s.closers[i](); err != nil {
+			s.log.Warn("close client", "error", err)
+		}
+	}
+	if s.telemetry != nil {
+		if err := s.telemetry.Shutdown(ctx); err != nil {
+			s.log.Warn("flush telemetry", "error", err)
+		}
+	}
+}
+
+// run serves until ctx ends, then shuts down within shutdownGrace. ready,
+// when not nil, receives the listening address.
+func run(ctx context.Context, getenv func(string) string, ready chan<- string) error {
+	s, err := newService(ctx, getenv)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(s.cfg.Host, s.cfg.Port))
+	if err != nil {
+		s.close(context.Background())
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	s.log.Info("ingest listening", "addr", ln.Addr().String(), "topic", s.cfg.Topic)
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+	select {
+	case err := <-errc:
+		s.close(context.Background())
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	// Stop accepting and wait for in-flight requests (each waits for its
+	// publish), then flush the publisher and telemetry.
+	err = srv.Shutdown(sctx)
+	s.close(sctx)
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
+
+func topicName(project, topic string) string {
+	return "projects/" + project + "/topics/" + topic
+}
+
+// ensureTopic creates the topic on an emulator where it does not exist yet;
+// in Google Cloud, Terraform owns it.
+func ensureTopic(ctx context.Context, ps *pubsub.Client, project, topic string) error {
+	_, err := ps.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: topicName(project, topic)})
+	if err != nil && status.Code(err) != codes.AlreadyExists {
+		return fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	return nil
+}
+
+// topicCheck answers /readyz: the topic can be read. A success is reused
+// for a few seconds so that probes do not load Pub/Sub.
+type topicCheck struct {
+	ps   *pubsub.Client
+	name string
+	mu   sync.Mutex
+	ok   time.Time
+}
+
+func (c *topicCheck) Ready(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if time.Since(c.ok) < 5*time.Second {
+		return nil
+	}
+	if _, err := c.ps.TopicAdminClient.GetTopic(ctx, &pubsubpb.GetTopicRequest{Topic: c.name}); err != nil {
+		return fmt.Errorf("get topic %s: %w", c.name, err)
+	}
+	c.ok = time.Now()
+	return nil
+}
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"

@@ -1,0 +1,290 @@
+// Package accountstore reads and writes the accounts collection in
+// Firestore (contract §4) and caches what it reads, for ingest's key check
+// and deliver's configuration alike.
+//
+// Caching rules: a document read is kept for TTL (CONFIG_CACHE_TTL, 10
+// minutes at most); an unknown account is remembered for NegativeTTL, so a
+// flood of bad keys is not a flood of reads; concurrent lookups of one
+// account share one read; and when Firestore fails, the last good entry is
+// served for up to StaleFor rather than failing every event.
+package accountstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"cloud.google.com/go/firestore"
+	"golang.org/x/sync/singleflight"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/startdeliver/segment-destination/shared/account"
+)
+
+// Errors Check and Get return; any other error means "cannot tell now".
+var (
+	ErrUnknown  = errors.New("unknown account")
+	ErrDisabled = errors.New("account disabled")
+)
+
+// MaxTTL is the longest a configuration may be cached (the product promises
+// changes show within 10 minutes).
+const MaxTTL = 10 * time.Minute
+
+// Entry is what the store knows of one account.
+type Entry struct {
+	// ID is the document id: the SHA-256 of the account's API key.
+	ID string
+	// Disabled is read even from a document that fails validation, so that
+	// disabling always works.
+	Disabled bool
+	// Account is the decoded document, nil when it could not be decoded.
+	Account *account.Account
+	// Compiled is the ready-to-run configuration, nil when Invalid is set.
+	Compiled *account.Compiled
+	// Invalid is why the document cannot be used (decoding or validation),
+	// or nil. Events of an invalid account are dead-lettered by deliver
+	// with this message, so that its owner can fix the config and replay.
+	Invalid error
+}
+
+// Options configure a Store.
+type Options struct {
+	Collection  string        // ACCOUNTS_COLLECTION, default "accounts"
+	TTL         time.Duration // CONFIG_CACHE_TTL, default and maximum 10m
+	NegativeTTL time.Duration // how long an unknown id is remembered, default 30s
+	StaleFor    time.Duration // how long the last good entry outlives a failing Firestore, default 1h
+	Now         func() time.Time
+}
+
+type cached struct {
+	entry   *Entry // nil: unknown account
+	fetched time.Time
+}
+
+// Store is the accounts collection with a read cache. Safe for concurrent
+// use.
+type Store struct {
+	fs    *firestore.Client
+	col   string
+	opts  Options
+	group singleflight.Group
+
+	mu    sync.RWMutex
+	cache map[string]cached
+	reads int64
+}
+
+// New returns a Store over client.
+func New(client *firestore.Client, opts Options) *Store {
+	if opts.Collection == "" {
+		opts.Collection = "accounts"
+	}
+	if opts.TTL <= 0 || opts.TTL > MaxTTL {
+		opts.TTL = MaxTTL
+	}
+	if opts.NegativeTTL <= 0 {
+		opts.NegativeTTL = 30 * time.Second
+	}
+	if opts.NegativeTTL > opts.TTL {
+		opts.NegativeTTL = opts.TTL
+	}
+	if opts.StaleFor <= 0 {
+		opts.StaleFor = time.Hour
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Store{fs: client, col: opts.Collection, opts: opts, cache: make(map[string]cached)}
+}
+
+// Reads is how many documents the store has read from Firestore.
+func (s *Store) Reads() int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.reads
+}
+
+// Check reports whether the account may send events: nil, ErrUnknown,
+// ErrDisabled, or another error when Firestore cannot be reached. An
+// account with a broken configuration may still send: deliver
+// dead-letters its events with the reason, so they can be replayed.
+func (s *Store) Check(ctx context.Context, id string) error {
+	e, err := s.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if e.Disabled {
+		return ErrDisabled
+	}
+	return nil
+}
+
+// Get returns the account's entry, from the cache when fresh. It returns
+// ErrUnknown for an id with no document.
+func (s *Store) Get(ctx context.Context, id string) (*Entry, error) {
+	now := s.opts.Now()
+	s.mu.RLock()
+	c, ok := s.cache[id]
+	s.mu.RUnlock()
+	if ok && s.fresh(c, now) {
+		if c.entry == nil {
+			return nil, ErrUnknown
+		}
+		return c.entry, nil
+	}
+	v, err, _ := s.group.Do(id, func() (any, error) {
+		return s.load(context.WithoutCancel(ctx), id)
+	})
+	if err != nil {
+		// Serve the last good entry while Firestore is unavailable.
+		if ok && c.entry != nil && now.Sub(c.fetched) < s.opts.StaleFor && !errors.Is(err, ErrUnknown) {
+			return c.entry, nil
+		}
+		return nil, err
+	}
+	return v.(*Entry), nil
+}
+
+func (s *Store) fresh(c cached, now time.Time) bool {
+	ttl := s.opts.TTL
+	if c.entry == nil {
+		ttl = s.opts.NegativeTTL
+	}
+	return now.Sub(c.fetched) < ttl
+}
+
+// load reads one document and caches the result, unknown included.
+func (s *Store) load(ctx context.Context, id string) (*Entry, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	snap, err := s.fs.Collection(s.col).Doc(id).Get(ctx)
+	s.mu.Lock()
+	s.reads++
+	s.mu.Unlock()
+	if status.Code(err) == codes.NotFound {
+		s.remember(id, nil)
+		return nil, ErrUnknown
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read account %s: %w", short(id), err)
+	}
+	e := entryFrom(id, snap.Data())
+	s.remember(id, e)
+	return e, nil
+}
+
+func (s *Store) remember(id string, e *Entry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cache[id] = cached{entry: e, fetched: s.opts.Now()}
+}
+
+// Forget drops one account from the cache, so that the next Get reads it.
+func (s *Store) Forget(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.cache, id)
+}
+
+// entryFrom decodes, validates and compiles one document.
+func entryFrom(id string, data map[string]any) *Entry {
+	e := &Entry{ID: id}
+	if d, ok := data["disabled"].(bool); ok {
+		e.Disabled = d
+	}
+	a, err := account.FromMap(data)
+	if err != nil {
+		e.Invalid = fmt.Errorf("account %s: %w", short(id), err)
+		return e
+	}
+	e.Account = a
+	e.Disabled = a.Disabled
+	c, err := account.Compile(a)
+	if err != nil {
+		e.Invalid = fmt.Errorf("account %s: %w", short(id), err)
+		return e
+	}
+	e.Compiled = c
+	return e
+}
+
+// Put validates a and writes it as the account of apiKey's id. The key
+// itself is never written.
+func (s *Store) Put(ctx context.Context, id string, a *account.Account) error {
+	if _, err := account.Compile(a); err != nil {
+		return fmt.Errorf("account %s: %w", short(id), err)
+	}
+	if _, err := s.fs.Collection(s.col).Doc(id).Set(ctx, a.Map()); err != nil {
+		return fmt.Errorf("write account %s: %w", short(id), err)
+	}
+	s.Forget(id)
+	return nil
+}
+
+// Delete removes the account with id. Deleting an unknown id is not an
+// error.
+func (s *Store) Delete(ctx context.Context, id string) error {
+	if _, err := s.fs.Collection(s.col).Doc(id).Delete(ctx); err != nil {
+		return fmt.Errorf("delete account %s: %w", short(id), err)
+	}
+	s.Forget(id)
+	return nil
+}
+
+// Read reads one account from Firestore, bypassing the cache.
+func (s *Store) Read(ctx context.Context, id string) (*Entry, error) {
+	snap, err := s.fs.Collection(s.col).Doc(id).Get(ctx)
+	if status.Code(err) == codes.NotFound {
+		return nil, ErrUnknown
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read account %s: %w", short(id), err)
+	}
+	return entryFrom(id, snap.Data()), nil
+}
+
+// List reads every account, bypassing the cache.
+func (s *Store) List(ctx context.Context) ([]*Entry, error) {
+	docs, err := s.fs.Collection(s.col).Documents(ctx).GetAll()
+	if err != nil {
+		return nil, fmt.Errorf("list accounts: %w", err)
+	}
+	out := make([]*Entry, 0, len(docs))
+	for _, d := range docs {
+		out = append(out, entryFrom(d.Ref.ID, d.Data()))
+	}
+	return out, nil
+}
+
+// Listen keeps the cache in step with the collection until ctx ends: a
+// changed or deleted document is dropped from the cache at once, so the
+// next Get reads it. The TTL stays the upper bound when the listener is
+// down. It returns ctx's error, or the listener's.
+func (s *Store) Listen(ctx context.Context) error {
+	it := s.fs.Collection(s.col).Snapshots(ctx)
+	defer it.Stop()
+	for {
+		snap, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("listen to accounts: %w", err)
+		}
+		for _, ch := range snap.Changes {
+			s.Forget(ch.Doc.Ref.ID)
+		}
+	}
+}
+
+// short abbreviates an account id for messages.
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
