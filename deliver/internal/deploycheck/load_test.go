@@ -352,3 +352,22 @@ func (c *tfConfig) instances(t *testing.T, b *hclsyntax.Block) []map[string]cty.
 	}
 	return out
 }
+
+// variableBlocks returns every variable block in infra/*.tf.
+func (c *tfConfig) variableBlocks(t *testing.T) []*hclsyntax.Block {
+	t.Helper()
+	paths, _ := filepath.Glob(filepath.Join(repoRoot(t), "infra", "*.tf"))
+	var out []*hclsyntax.Block
+	for _, p := range paths {
+		f, diags := hclparse.NewParser().ParseHCLFile(p)
+		if diags.HasErrors() {
+			t.Fatalf("parse %s: %v", p, diags)
+		}
+		for _, b := range f.Body.(*hclsyntax.Body).Blocks {
+			if b.Type == "variable" {
+				out = append(out, b)
+			}
+		}
+	}
+	return out
+}

@@ -478,3 +478,28 @@ func TestTerraformFmt(t *testing.T) {
 		t.Errorf("terraform fmt -check infra: %v\n%s", err, out)
 	}
 }
+
+// TestVariableDefaultsValid evaluates every variable's validation rules with
+// the defaults, so a default never fails its own validation at plan time.
+func TestVariableDefaultsValid(t *testing.T) {
+	cfg := loadTerraform(t)
+	checked := 0
+	for _, b := range cfg.variableBlocks(t) {
+		if _, ok := b.Body.Attributes["default"]; !ok {
+			continue
+		}
+		for _, v := range b.Body.Blocks {
+			if v.Type != "validation" {
+				continue
+			}
+			got := cfg.attr(t, v, "condition", nil)
+			if !got.IsKnown() || !got.True() {
+				t.Errorf("variable %s: validation is %#v for its default, want true", b.Labels[0], got)
+			}
+			checked++
+		}
+	}
+	if checked == 0 {
+		t.Errorf("no variable validation was checked")
+	}
+}
