@@ -1,0 +1,158 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/startdeliver/segment-destination/shared/accountstore"
+)
+
+// config is deliver's configuration, read from the environment.
+type config struct {
+	// Port is PORT (default 8081): health, push and CloudEvent endpoints.
+	Port string
+	// Host is HOST: the interface to listen on (default all).
+	Host string
+	// Project is GOOGLE_CLOUD_PROJECT.
+	Project string
+	// Mode is DELIVER_MODE: pull (default) or push.
+	Mode string
+	// Topic is PUBSUB_TOPIC (default segment-events): only used to create
+	// the subscription on an emulator.
+	Topic string
+	// Subscription is PUBSUB_SUBSCRIPTION (default segment-events-deliver).
+	Subscription string
+	// DeadLetterTopic is DEAD_LETTER_TOPIC (default segment-events-dead).
+	DeadLetterTopic string
+	// FirestoreDatabase is FIRESTORE_DATABASE (default "(default)").
+	FirestoreDatabase string
+	// AccountsCollection is ACCOUNTS_COLLECTION (default accounts).
+	AccountsCollection string
+	// DeliveriesCollection is DELIVERIES_COLLECTION (default deliveries):
+	// the record of completed events.
+	DeliveriesCollection string
+	// IdentitiesCollection is IDENTITIES_COLLECTION (default identities):
+	// claims that keep two events from creating one person twice.
+	IdentitiesCollection string
+	// ConfigCacheTTL is CONFIG_CACHE_TTL (default and maximum 10m).
+	ConfigCacheTTL time.Duration
+	// ConfigListener is CONFIG_LISTENER (default true in pull mode): a
+	// Firestore listener makes account changes visible at once.
+	ConfigListener bool
+	// StartdeliverURL is STARTDELIVER_API_URL.
+	StartdeliverURL string
+	// PushAudience is PUSH_AUDIENCE: when set, push requests need a Google
+	// OIDC token for it.
+	PushAudience string
+	// PushServiceAccount is PUSH_SERVICE_ACCOUNT: when set, the token must
+	// be this service account's.
+	PushServiceAccount string
+	// Streams is PULL_STREAMS (default 4), MaxOutstanding is
+	// PULL_MAX_OUTSTANDING (default 256 messages).
+	Streams        int
+	MaxOutstanding int
+	// PerAccount is ACCOUNT_CONCURRENCY (default 8): events of one account
+	// in progress at once.
+	PerAccount int
+	// LogLevel is LOG_LEVEL.
+	LogLevel string
+	// Emulator is true when PUBSUB_EMULATOR_HOST is set: topics and the
+	// subscription are then created when missing.
+	Emulator bool
+}
+
+func loadConfig(getenv func(string) string) (*config, error) {
+	c := &config{
+		Port:                 or(getenv("PORT"), "8081"),
+		Host:                 getenv("HOST"),
+		Project:              getenv("GOOGLE_CLOUD_PROJECT"),
+		Mode:                 or(getenv("DELIVER_MODE"), "pull"),
+		Topic:                or(getenv("PUBSUB_TOPIC"), "segment-events"),
+		Subscription:         or(getenv("PUBSUB_SUBSCRIPTION"), "segment-events-deliver"),
+		DeadLetterTopic:      or(getenv("DEAD_LETTER_TOPIC"), "segment-events-dead"),
+		FirestoreDatabase:    or(getenv("FIRESTORE_DATABASE"), "(default)"),
+		AccountsCollection:   or(getenv("ACCOUNTS_COLLECTION"), "accounts"),
+		DeliveriesCollection: or(getenv("DELIVERIES_COLLECTION"), "deliveries"),
+		IdentitiesCollection: or(getenv("IDENTITIES_COLLECTION"), "identities"),
+		StartdeliverURL:      or(getenv("STARTDELIVER_API_URL"), "https://app.startdeliver.com/api/v1"),
+		PushAudience:         getenv("PUSH_AUDIENCE"),
+		PushServiceAccount:   getenv("PUSH_SERVICE_ACCOUNT"),
+		LogLevel:             or(getenv("LOG_LEVEL"), "info"),
+		Emulator:             getenv("PUBSUB_EMULATOR_HOST") != "",
+	}
+	var err error
+	if c.ConfigCacheTTL, err = duration(getenv, "CONFIG_CACHE_TTL", accountstore.MaxTTL); err != nil {
+		return nil, err
+	}
+	if c.Streams, err = integer(getenv, "PULL_STREAMS", 4); err != nil {
+		return nil, err
+	}
+	if c.MaxOutstanding, err = integer(getenv, "PULL_MAX_OUTSTANDING", 256); err != nil {
+		return nil, err
+	}
+	if c.PerAccount, err = integer(getenv, "ACCOUNT_CONCURRENCY", 8); err != nil {
+		return nil, err
+	}
+	c.ConfigListener = c.Mode == "pull"
+	if v := getenv("CONFIG_LISTENER"); v != "" {
+		if c.ConfigListener, err = strconv.ParseBool(v); err != nil {
+			return nil, fmt.Errorf("CONFIG_LISTENER=%q: want true or false", v)
+		}
+	}
+	return c, c.validate()
+}
+
+func (c *config) validate() error {
+	var errs []error
+	if c.Project == "" {
+		errs = append(errs, errors.New("GOOGLE_CLOUD_PROJECT is required"))
+	}
+	if c.Mode != "pull" && c.Mode != "push" {
+		errs = append(errs, fmt.Errorf("DELIVER_MODE=%q: want pull or push", c.Mode))
+	}
+	if c.ConfigCacheTTL <= 0 || c.ConfigCacheTTL > accountstore.MaxTTL {
+		errs = append(errs, fmt.Errorf("CONFIG_CACHE_TTL=%s: want more than 0 and at most %s", c.ConfigCacheTTL, accountstore.MaxTTL))
+	}
+	if _, err := strconv.ParseUint(c.Port, 10, 16); err != nil {
+		errs = append(errs, fmt.Errorf("PORT=%q: want a port number", c.Port))
+	}
+	for name, v := range map[string]int{"PULL_STREAMS": c.Streams, "PULL_MAX_OUTSTANDING": c.MaxOutstanding, "ACCOUNT_CONCURRENCY": c.PerAccount} {
+		if v <= 0 {
+			errs = append(errs, fmt.Errorf("%s=%d: want a positive number", name, v))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func or(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+func duration(getenv func(string) string, name string, def time.Duration) (time.Duration, error) {
+	v := getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("%s=%q: want a duration such as 10m", name, v)
+	}
+	return d, nil
+}
+
+func integer(getenv func(string) string, name string, def int) (int, error) {
+	v := getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, fmt.Errorf("%s=%q: want a number", name, v)
+	}
+	return n, nil
+}
