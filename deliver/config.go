@@ -53,6 +53,10 @@ type config struct {
 	// PULL_MAX_OUTSTANDING (default 256 messages).
 	Streams        int
 	MaxOutstanding int
+	// AckExtension is PULL_ACK_EXTENSION (default 30s): the longest single
+	// lease extension, which bounds how long a crashed instance's messages
+	// stay leased before Pub/Sub redelivers them.
+	AckExtension time.Duration
 	// PerAccount is ACCOUNT_CONCURRENCY (default 8): events of one account
 	// in progress at once.
 	PerAccount int
@@ -84,6 +88,9 @@ func loadConfig(getenv func(string) string) (*config, error) {
 	}
 	var err error
 	if c.ConfigCacheTTL, err = duration(getenv, "CONFIG_CACHE_TTL", accountstore.MaxTTL); err != nil {
+		return nil, err
+	}
+	if c.AckExtension, err = duration(getenv, "PULL_ACK_EXTENSION", 30*time.Second); err != nil {
 		return nil, err
 	}
 	if c.Streams, err = integer(getenv, "PULL_STREAMS", 4); err != nil {

@@ -225,6 +225,7 @@ func run(ctx context.Context, getenv func(string) string, ready chan<- string) e
 		workers.Go(func() {
 			err := intake.Pull(workCtx, s.ps.Subscriber(s.cfg.Subscription), s.processor, intake.PullSettings{
 				Streams: s.cfg.Streams, MaxOutstandingMessages: s.cfg.MaxOutstanding,
+				MaxDurationPerAckExtension: s.cfg.AckExtension, Logger: s.log,
 			})
 			if err != nil {
 				errc <- err

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -121,6 +122,11 @@ type Options struct {
 	// PerAccount bounds how many events of one account are processed at
 	// once (default 8), so that one slow account cannot take every worker.
 	PerAccount int
+	// Attempts is how many times one delivery runs a plan that fails
+	// retryably before the message is nacked (default 3); MaxRetryWait caps
+	// the pauses between them (default 3s).
+	Attempts     int
+	MaxRetryWait time.Duration
 	// AccountWait is how long an event waits for its account's slot before
 	// it is nacked for later (default 2s).
 	AccountWait time.Duration
@@ -146,6 +152,12 @@ type Processor struct {
 func New(opts Options) *Processor {
 	if opts.PerAccount <= 0 {
 		opts.PerAccount = 8
+	}
+	if opts.Attempts <= 0 {
+		opts.Attempts = 3
+	}
+	if opts.MaxRetryWait <= 0 {
+		opts.MaxRetryWait = 3 * time.Second
 	}
 	if opts.AccountWait <= 0 {
 		opts.AccountWait = 2 * time.Second
@@ -284,7 +296,7 @@ func (p *Processor) process(ctx context.Context, m Message, env *envelope.Messag
 	}
 	defer release()
 	acct := startdeliver.Account{APIKey: env.APIKey, BaseURL: entry.Account.StartdeliverAPIURL}
-	if err := p.execute(ctx, acct, env.AccountID, ev, pl, env.ReceivedAt); err != nil {
+	if err := p.executeWithRetries(ctx, acct, env.AccountID, ev, pl, env.ReceivedAt); err != nil {
 		return p.fail(ctx, m, env.AccountID, err)
 	}
 	p.complete(ctx, env.AccountID, ev.MessageID, OutcomeDelivered)
@@ -415,6 +427,49 @@ func classify(err error) (class string, permanentErr bool) {
 		return "startdeliver-unavailable", false
 	}
 	return "unavailable", false
+}
+
+// executeWithRetries runs the plan, and runs it again after a short,
+// jittered pause when it fails retryably, so that a brief fault does not
+// spend one of Pub/Sub's delivery attempts (a subscription may allow as few
+// as 5). Each run finds before it creates, so a rerun makes nothing twice;
+// a usage record that failed is posted again, as a redelivery would.
+func (p *Processor) executeWithRetries(ctx context.Context, acct startdeliver.Account, accountID string, ev *segment.Event, pl *plan.Plan, received time.Time) error {
+	var err error
+	waited := time.Duration(0)
+	for attempt := 1; ; attempt++ {
+		err = p.execute(ctx, acct, accountID, ev, pl, received)
+		if err == nil || attempt >= p.opts.Attempts {
+			return err
+		}
+		if _, perm := classify(err); perm {
+			return err
+		}
+		pause := backoff(attempt, startdeliver.RetryAfter(err))
+		if waited+pause > p.opts.MaxRetryWait {
+			return err
+		}
+		waited += pause
+		trace.SpanFromContext(ctx).AddEvent("retry", trace.WithAttributes(
+			attribute.Int("attempt", attempt+1), attribute.String("error", clip(err.Error(), 200))))
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
+}
+
+// backoff is the pause before attempt+1: Retry-After when Startdeliver gave
+// one, else 200ms doubling per attempt with full jitter.
+func backoff(attempt int, retryAfter time.Duration) time.Duration {
+	if retryAfter > 0 {
+		return retryAfter
+	}
+	ceiling := 200 * time.Millisecond << (attempt - 1)
+	return time.Duration(rand.Int64N(int64(ceiling))) + 10*time.Millisecond
 }
 
 // execute carries a plan out: the customer first (so the user can link to

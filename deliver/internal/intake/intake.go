@@ -45,6 +45,8 @@ type PullSettings struct {
 	// 30s).
 	MaxExtension               time.Duration
 	MaxDurationPerAckExtension time.Duration
+	// Logger receives a line when Receive has to be restarted.
+	Logger *slog.Logger
 }
 
 // Pull receives from sub until ctx ends, processing each message. On ctx's
@@ -71,7 +73,7 @@ func Pull(ctx context.Context, sub *pubsub.Subscriber, p processor, s PullSettin
 	sub.ReceiveSettings.NumGoroutines = s.Streams
 	sub.ReceiveSettings.MaxExtension = s.MaxExtension
 	sub.ReceiveSettings.MaxDurationPerAckExtension = s.MaxDurationPerAckExtension
-	err := sub.Receive(ctx, func(ctx context.Context, m *pubsub.Message) {
+	handle := func(ctx context.Context, m *pubsub.Message) {
 		msg := delivery.Message{
 			ID:          m.ID,
 			Data:        m.Data,
@@ -87,11 +89,26 @@ func Pull(ctx context.Context, sub *pubsub.Subscriber, p processor, s PullSettin
 		} else {
 			m.Nack()
 		}
-	})
-	if err != nil && ctx.Err() == nil {
-		return fmt.Errorf("receive: %w", err)
 	}
-	return nil
+	// Receive returns on errors it does not retry itself (a stream the
+	// server closed, a subscription briefly missing): start it again with
+	// back-off rather than stop delivering.
+	pause := time.Second
+	for {
+		err := sub.Receive(ctx, handle)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if s.Logger != nil {
+			s.Logger.WarnContext(ctx, "receive stopped; restarting", "error", err, "in", pause)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(pause):
+		}
+		pause = min(pause*2, 30*time.Second)
+	}
 }
 
 // pushRequest is the body of a Pub/Sub push request.

@@ -47,14 +47,21 @@ func TestLookupCache(t *testing.T) {
 		{"still cached before TTL", func() { clock.advance(59 * time.Second); lookup("a") }, 2},
 		{"expired after TTL", func() { clock.advance(2 * time.Second); lookup("a") }, 3},
 		{"size bound evicts least recently used (b)", func() { lookup("c"); lookup("b") }, 5},
-		{"forget", func() { c.Forget(acct, startdeliver.KindUser, startdeliver.Match{Field: "externalId", Value: "b"}); lookup("b") }, 6},
+		{"forget", func() {
+			c.Forget(acct, startdeliver.KindUser, startdeliver.Match{Field: "externalId", Value: "b"})
+			lookup("b")
+		}, 6},
 		{"forget by id", func() {
 			if n := c.ForgetID(acct, startdeliver.KindUser, ids["b"]); n != 1 {
 				t.Errorf("ForgetID() = %d, want 1", n)
 			}
 			lookup("b")
 		}, 7},
-		{"put", func() { c.Put(acct, startdeliver.KindUser, startdeliver.Match{Field: "externalId", Value: "z"}, 77); ids["z"] = 77; lookup("z") }, 7},
+		{"put", func() {
+			c.Put(acct, startdeliver.KindUser, startdeliver.Match{Field: "externalId", Value: "z"}, 77)
+			ids["z"] = 77
+			lookup("z")
+		}, 7},
 		{"other account does not share entries", func() {
 			srv.AddKey("k2")
 			_, err := c.LookupID(ctx, startdeliver.Account{APIKey: "k2"}, startdeliver.KindUser, startdeliver.Match{Field: "externalId", Value: "z"})
