@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -282,3 +284,43 @@ func sumOf(rm metricdata.ResourceMetrics, name string) int64 {
 type keepOnShutdown struct{ *tracetest.InMemoryExporter }
 
 func (keepOnShutdown) Shutdown(context.Context) error { return nil }
+
+// TestOTLPHTTPExports checks that an OTLP endpoint in the environment makes
+// Setup export spans and metrics there over http/protobuf.
+func TestOTLPHTTPExports(t *testing.T) {
+	var mu sync.Mutex
+	paths := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		paths[r.Method+" "+r.URL.Path]++
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	defer srv.Close()
+	// The OTLP exporters read their endpoint from the process environment.
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", srv.URL)
+
+	resetGlobals(t)
+	ctx := context.Background()
+	tel, err := Setup(ctx, Config{ServiceName: "ingest"}, env(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": srv.URL}))
+	if err != nil {
+		t.Fatalf("Setup error: %v", err)
+	}
+	_, span := otel.Tracer("test").Start(ctx, "publish")
+	span.End()
+	c, err := otel.Meter("test").Int64Counter("events.published")
+	if err != nil {
+		t.Fatalf("Int64Counter error: %v", err)
+	}
+	c.Add(ctx, 1)
+	if err := tel.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown error: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, p := range []string{"POST /v1/traces", "POST /v1/metrics"} {
+		if paths[p] == 0 {
+			t.Errorf("collector got no %s, got %v", p, paths)
+		}
+	}
+}
