@@ -100,6 +100,9 @@ type pipelineOptions struct {
 	maxAttempts int32
 	// noOrdering makes a subscription without message ordering.
 	noOrdering bool
+	// noSubscription leaves deliver's subscription out: the test feeds
+	// deliver itself.
+	noSubscription bool
 }
 
 func newPipeline(t *testing.T, o pipelineOptions) *pipeline {
@@ -129,7 +132,9 @@ func newPipeline(t *testing.T, o pipelineOptions) *pipeline {
 	if o.mode == "push" {
 		subOpts.PushEndpoint = p.deliverURL + "/pubsub/push"
 	}
-	emulatortest.CreateSubscription(t, p.ps, env.Project, p.topic, p.sub, subOpts)
+	if !o.noSubscription {
+		emulatortest.CreateSubscription(t, p.ps, env.Project, p.topic, p.sub, subOpts)
+	}
 
 	p.startIngest()
 	p.deliverEnv = map[string]string{
