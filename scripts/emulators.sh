@@ -3,7 +3,7 @@
 # answer, and stops exactly what it started.
 #
 #   scripts/emulators.sh start   # start both, write .run/emulators.env, return
-#   scripts/emulators.sh stop    # stop what `start` started
+#   scripts/emulators.sh stop [pubsub|firestore ...]  # stop what `start` started
 #   scripts/emulators.sh run CMD # start, run CMD with the emulator env, stop
 #   scripts/emulators.sh status
 #
@@ -56,9 +56,10 @@ spawn() {
 start_pubsub() {
   local pidfile="$state/pubsub.pid" logfile="$state/pubsub.log"
   if port_open "$pubsub_port"; then
-    log "Pub/Sub emulator port $pubsub_port already answers; using it"
+    log "Pub/Sub emulator port $pubsub_port already answers; using it (not ours to stop)"
     return
   fi
+  started+=(pubsub)
   local bin="$sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
   if [[ -x "$bin" ]] && command -v java >/dev/null; then
     spawn "Pub/Sub emulator" "$pidfile" "$logfile" "$bin" --host=127.0.0.1 --port="$pubsub_port"
@@ -75,9 +76,10 @@ start_pubsub() {
 start_firestore() {
   local pidfile="$state/firestore.pid" logfile="$state/firestore.log"
   if port_open "$firestore_port"; then
-    log "Firestore emulator port $firestore_port already answers; using it"
+    log "Firestore emulator port $firestore_port already answers; using it (not ours to stop)"
     return
   fi
+  started+=(firestore)
   local bin="$sdk/platform/cloud-firestore-emulator/cloud_firestore_emulator"
   if [[ -x "$bin" ]] && command -v java >/dev/null; then
     spawn "Firestore emulator" "$pidfile" "$logfile" "$bin" start --host=127.0.0.1 --port="$firestore_port"
@@ -123,16 +125,21 @@ stop_one() {
   rm -f "$pidfile" "$state/$name.kind"
 }
 
+started=()
 case "${1:-}" in
 start)
   start_pubsub
   start_firestore
   write_env
+  # What this call started, for `run` (and scripts/run.sh) to stop exactly that.
+  echo "${started[*]}" >"$state/emulators.started"
   log "ready: PUBSUB_EMULATOR_HOST=127.0.0.1:$pubsub_port FIRESTORE_EMULATOR_HOST=127.0.0.1:$firestore_port (source $state/emulators.env)"
   ;;
 stop)
-  stop_one pubsub
-  stop_one firestore
+  shift
+  names=("$@")
+  ((${#names[@]})) || names=(pubsub firestore)
+  for n in "${names[@]}"; do stop_one "$n"; done
   ;;
 status)
   for n in pubsub firestore; do
@@ -145,8 +152,11 @@ status)
   ;;
 run)
   shift
-  trap '"$0" stop' EXIT
   "$0" start
+  read -r -a ours <"$state/emulators.started" || ours=()
+  if ((${#ours[@]})); then
+    trap '"$0" stop "${ours[@]}"' EXIT
+  fi
   # shellcheck disable=SC1091
   source "$state/emulators.env"
   "$@"
