@@ -1,0 +1,272 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/startdeliver/segment-destination/deliver/internal/identity"
+	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver"
+	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver/startdelivertest"
+	"github.com/startdeliver/segment-destination/shared/account"
+	"github.com/startdeliver/segment-destination/shared/accountstore"
+	"github.com/startdeliver/segment-destination/shared/envelope"
+	"github.com/startdeliver/segment-destination/shared/segment"
+)
+
+const key = "sd-processor-test-key"
+
+// fakeAccounts serves one entry per id, or err.
+type fakeAccounts struct {
+	entries map[string]*accountstore.Entry
+	err     error
+}
+
+func (f *fakeAccounts) Get(_ context.Context, id string) (*accountstore.Entry, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	e, ok := f.entries[id]
+	if !ok {
+		return nil, accountstore.ErrUnknown
+	}
+	return e, nil
+}
+
+// fakeCompletions is an in-memory record of completed events.
+type fakeCompletions struct {
+	mu      sync.Mutex
+	done    map[string]string
+	doneErr error
+}
+
+func (f *fakeCompletions) Done(_ context.Context, acct, msg string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.doneErr != nil {
+		return false, f.doneErr
+	}
+	_, ok := f.done[acct+"/"+msg]
+	return ok, nil
+}
+
+func (f *fakeCompletions) Complete(_ context.Context, acct, msg, outcome string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.done[acct+"/"+msg] = outcome
+	return nil
+}
+
+// fakeClaims always lets the caller create.
+type fakeClaims struct{}
+
+func (fakeClaims) Acquire(context.Context, string) (*identity.Claim, error) {
+	return &identity.Claim{}, nil
+}
+func (fakeClaims) Created(context.Context, *identity.Claim, int64) error { return nil }
+func (fakeClaims) Release(context.Context, *identity.Claim) error        { return nil }
+
+// fakeDeadLetters records dead letters, or fails.
+type fakeDeadLetters struct {
+	mu   sync.Mutex
+	msgs []map[string]string
+	err  error
+}
+
+func (f *fakeDeadLetters) Publish(_ context.Context, _ []byte, attrs map[string]string, _ string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return f.err
+	}
+	f.msgs = append(f.msgs, attrs)
+	return nil
+}
+
+type fixture struct {
+	p    *Processor
+	sd   *startdelivertest.Server
+	acc  *fakeAccounts
+	done *fakeCompletions
+	dead *fakeDeadLetters
+}
+
+func newFixture(t *testing.T, doc string) *fixture {
+	t.Helper()
+	sd := startdelivertest.NewServer(key)
+	t.Cleanup(sd.Close)
+	a, err := account.Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry := &accountstore.Entry{ID: envelope.AccountID(key), Account: a, Disabled: a.Disabled}
+	if c, err := account.Compile(a); err != nil {
+		entry.Invalid = err
+	} else {
+		entry.Compiled = c
+	}
+	f := &fixture{
+		sd:   sd,
+		acc:  &fakeAccounts{entries: map[string]*accountstore.Entry{envelope.AccountID(key): entry}},
+		done: &fakeCompletions{done: map[string]string{}},
+		dead: &fakeDeadLetters{},
+	}
+	f.p = New(Options{
+		Accounts: f.acc, Completions: f.done, Claims: fakeClaims{}, DeadLetters: f.dead,
+		Client:      startdeliver.New(startdeliver.Options{DefaultBaseURL: sd.URL(), Retry: startdeliver.Retry{MaxAttempts: 1}}),
+		AccountWait: 100 * time.Millisecond, MaxRetryWait: 100 * time.Millisecond,
+	})
+	return f
+}
+
+func message(t *testing.T, event string) Message {
+	t.Helper()
+	ev, err := segment.Decode([]byte(event))
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := envelope.Encode(&envelope.Message{AccountID: envelope.AccountID(key), APIKey: key, ReceivedAt: time.Now(), Event: ev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Message{ID: "ps-1", Data: enc.Data, Attributes: enc.Attributes, OrderingKey: enc.OrderingKey}
+}
+
+const simple = `{"name":"t","settings":{"startdeliverUserCustomFieldToMatchOn":"externalId"}}`
+
+func TestDecisions(t *testing.T) {
+	track := `{"type":"track","userId":"u1","event":"e","messageId":"m1"}`
+	tests := []struct {
+		name        string
+		doc         string
+		event       string
+		setup       func(f *fixture)
+		data        []byte // replaces the message body
+		want        Decision
+		wantOutcome string
+		wantClass   string
+		wantDead    bool
+	}{
+		{name: "delivered", doc: simple, event: track, want: Ack, wantOutcome: OutcomeDelivered},
+		{name: "duplicate", doc: simple, event: track, setup: func(f *fixture) {
+			f.done.done[envelope.AccountID(key)+"/m1"] = OutcomeDelivered
+		}, want: Ack, wantOutcome: OutcomeDuplicate},
+		{name: "alias skipped", doc: simple, event: `{"type":"alias","userId":"u","previousId":"p","messageId":"m1"}`, want: Ack, wantOutcome: OutcomeSkipped},
+		{name: "disabled account skipped", doc: `{"name":"t","disabled":true,"settings":{"startdeliverUserCustomFieldToMatchOn":"externalId"}}`, event: track, want: Ack, wantOutcome: OutcomeSkipped},
+		{name: "no value to match on", doc: simple, event: `{"type":"track","anonymousId":"a","event":"e","messageId":"m1"}`, want: Ack, wantOutcome: OutcomeDeadLettered, wantClass: "no-match-value", wantDead: true},
+		{name: "unreadable body", doc: simple, event: track, data: []byte("garbage"), want: Ack, wantOutcome: OutcomeDeadLettered, wantClass: ClassBadMessage, wantDead: true},
+		{name: "unknown account", doc: simple, event: track, setup: func(f *fixture) { f.acc.entries = nil }, want: Ack, wantOutcome: OutcomeDeadLettered, wantClass: ClassUnknown, wantDead: true},
+		{name: "firestore down", doc: simple, event: track, setup: func(f *fixture) { f.acc.err = errors.New("unavailable") }, want: Nack, wantOutcome: OutcomeRetry},
+		{name: "dedupe store down", doc: simple, event: track, setup: func(f *fixture) { f.done.doneErr = errors.New("unavailable") }, want: Nack, wantOutcome: OutcomeRetry},
+		{name: "startdeliver 500 is retried", doc: simple, event: track, setup: func(f *fixture) {
+			f.sd.FailFraction(1, startdelivertest.Fault{Status: 500})
+		}, want: Nack, wantOutcome: OutcomeRetry, wantClass: "startdeliver-500"},
+		{name: "startdeliver 429 is retried", doc: simple, event: track, setup: func(f *fixture) {
+			f.sd.FailFraction(1, startdelivertest.Fault{Status: 429, RetryAfter: "0"})
+		}, want: Nack, wantOutcome: OutcomeRetry, wantClass: "startdeliver-429"},
+		{name: "startdeliver 400 is permanent", doc: simple, event: track, setup: func(f *fixture) {
+			f.sd.FailNext(1, startdelivertest.Fault{Status: 400})
+		}, want: Ack, wantOutcome: OutcomeDeadLettered, wantClass: ClassStartdeliver, wantDead: true},
+		{name: "dead-letter publish fails: nack, nothing dropped", doc: simple, event: `{"type":"track","anonymousId":"a","event":"e","messageId":"m1"}`, setup: func(f *fixture) {
+			f.dead.err = errors.New("pubsub down")
+		}, want: Nack, wantOutcome: OutcomeRetry},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, tt.doc)
+			if tt.setup != nil {
+				tt.setup(f)
+			}
+			m := message(t, tt.event)
+			if tt.data != nil {
+				m.Data = tt.data
+			}
+			res := f.p.Process(context.Background(), m)
+			if res.Decision != tt.want || res.Outcome != tt.wantOutcome {
+				t.Fatalf("Process = %v/%s (%v), want %v/%s", res.Decision, res.Outcome, res.Err, tt.want, tt.wantOutcome)
+			}
+			if tt.wantClass != "" && res.Class != tt.wantClass {
+				t.Errorf("class = %q, want %q", res.Class, tt.wantClass)
+			}
+			if got := len(f.dead.msgs) == 1; got != tt.wantDead {
+				t.Fatalf("dead letters = %d, want dead-lettered %v", len(f.dead.msgs), tt.wantDead)
+			}
+			if tt.wantDead {
+				d := f.dead.msgs[0]
+				if d["errorClass"] != tt.wantClass || d["error"] == "" {
+					t.Errorf("dead letter attributes = %v, want errorClass %q and an error", d, tt.wantClass)
+				}
+				for k, v := range d {
+					if strings.Contains(v, key) {
+						t.Errorf("dead letter attribute %s holds the API key", k)
+					}
+				}
+			}
+			if res.Err != nil && strings.Contains(res.Err.Error(), key) {
+				t.Errorf("error %q holds the API key", res.Err)
+			}
+		})
+	}
+}
+
+// TestSlowAccountHoldsAtMostItsSlots: with every slot of one account busy,
+// its next event is nacked quickly rather than occupying another worker,
+// and other accounts are not affected.
+func TestSlowAccountHoldsAtMostItsSlots(t *testing.T) {
+	f := newFixture(t, simple)
+	f.p.opts.PerAccount = 1
+	release, err := f.p.acquire(context.Background(), envelope.AccountID(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	res := f.p.Process(context.Background(), message(t, `{"type":"track","userId":"u1","event":"e","messageId":"busy"}`))
+	if res.Decision != Nack || res.Class != "account-busy" {
+		t.Errorf("Process with the account's slots full = %v %q, want Nack account-busy", res.Decision, res.Class)
+	}
+	if _, err := f.p.acquire(context.Background(), "another-account"); err != nil {
+		t.Errorf("another account's slot: %v, want free", err)
+	}
+}
+
+// TestQuickRetriesAbsorbABriefFault: two failures of the usage record are
+// retried within one delivery, so no Pub/Sub attempt is spent.
+func TestQuickRetriesAbsorbABriefFault(t *testing.T) {
+	f := newFixture(t, simple)
+	f.p.opts.MaxRetryWait = 2 * time.Second
+	f.sd.FailNext(2, startdelivertest.Fault{Status: 503, Route: "POST /usage"})
+	res := f.p.Process(context.Background(), message(t, `{"type":"track","userId":"u1","event":"e","messageId":"brief"}`))
+	if res.Decision != Ack || res.Outcome != OutcomeDelivered {
+		t.Fatalf("Process = %v %s (%v), want delivered", res.Decision, res.Outcome, res.Err)
+	}
+	if n := len(f.sd.Usage(key)); n != 1 {
+		t.Errorf("usage records = %d, want 1", n)
+	}
+}
+
+func TestSettingsOverrideFromMessage(t *testing.T) {
+	f := newFixture(t, simple)
+	id := f.sd.AddUser(key, map[string]any{"email": "x@example.com"})
+	ev, _ := segment.Decode([]byte(`{"type":"track","userId":"u9","event":"e","messageId":"ov","traits":{"email":"x@example.com"}}`))
+	enc, _ := envelope.Encode(&envelope.Message{AccountID: envelope.AccountID(key), APIKey: key, ReceivedAt: time.Now(), Event: ev,
+		Settings: []byte(`{"syncUsingEmailInsteadOfCustomField":true}`)})
+	res := f.p.Process(context.Background(), Message{Data: enc.Data, Attributes: enc.Attributes})
+	if res.Outcome != OutcomeDelivered {
+		t.Fatalf("Process = %s (%v)", res.Outcome, res.Err)
+	}
+	u := f.sd.Usage(key)
+	if len(u) != 1 {
+		t.Fatalf("usage = %v, want 1 record", u)
+	}
+	if got := fmt.Sprint(u[0]["user"]); got != strconv.FormatInt(id, 10) {
+		t.Errorf("usage user = %s, want the user found by email (%d)", got, id)
+	}
+	if n := len(f.sd.Users(key)); n != 1 {
+		t.Errorf("users = %d, want 1 (none created)", n)
+	}
+}
