@@ -259,7 +259,8 @@ type replayer struct {
 	progress     time.Duration
 	stdout       io.Writer
 	stderr       io.Writer
-	now          func() time.Time
+	// now is the clock of replayedAt and of lease renewals.
+	now func() time.Time
 
 	c            counts
 	held         []leased
@@ -275,7 +276,11 @@ func (r *replayer) run(ctx context.Context) error {
 	r.seen = map[string]fate{}
 	r.started = time.Now()
 	r.lastProgress = r.started
-	if _, err := r.subs.GetSubscription(ctx, &pubsubpb.GetSubscriptionRequest{Subscription: r.subscription}); err != nil {
+	// Fail early on a wrong name or an unreachable Pub/Sub, which pulls
+	// would only show as silence. Subscriber-only roles may not read
+	// subscription metadata; pulls then tell.
+	_, err := r.subs.GetSubscription(ctx, &pubsubpb.GetSubscriptionRequest{Subscription: r.subscription})
+	if err != nil && status.Code(err) != codes.PermissionDenied {
 		return fmt.Errorf("dead-letter subscription %s: %w", r.subscription, err)
 	}
 	if r.dryRun {
@@ -413,7 +418,7 @@ func (r *replayer) handle(ctx context.Context, msgs []*pubsubpb.ReceivedMessage)
 		}
 	}
 	if len(keep) > 0 {
-		r.held = append(r.held, leased{ackIDs: keep, renewed: time.Now()})
+		r.held = append(r.held, leased{ackIDs: keep, renewed: r.now()})
 	}
 	r.ack(ctx, toAck)
 }
@@ -436,11 +441,11 @@ func (r *replayer) ack(ctx context.Context, ids []string) {
 // run recognises, so failures are reported and not fatal.
 func (r *replayer) renew(ctx context.Context) {
 	for i := range r.held {
-		if time.Since(r.held[i].renewed) < lease/2 {
+		if r.now().Sub(r.held[i].renewed) < lease/2 {
 			continue
 		}
 		r.modify(ctx, r.held[i].ackIDs, lease, "renew the lease of")
-		r.held[i].renewed = time.Now()
+		r.held[i].renewed = r.now()
 	}
 }
 
