@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"strings"
@@ -13,6 +14,8 @@ import (
 	"cloud.google.com/go/pubsub/v2"
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/startdeliver/segment-destination/shared/emulatortest"
 	"github.com/startdeliver/segment-destination/shared/envelope"
@@ -327,5 +330,16 @@ func TestReplayDryRunListing(t *testing.T) {
 	}
 	if want := fmt.Sprintf("dry run: 1 would move to %s", e.getenv("PUBSUB_TOPIC")); !strings.HasPrefix(lines[2], want) {
 		t.Errorf("summary = %q, want prefix %q", lines[2], want)
+	}
+}
+
+// TestReplayMissingSubscription checks that a wrong subscription name fails
+// at once rather than looking like an empty subscription.
+func TestReplayMissingSubscription(t *testing.T) {
+	env := emulatortest.Require(t)
+	getenv := env.Getenv(map[string]string{"DEAD_LETTER_SUBSCRIPTION": emulatortest.Name(t, "missing")})
+	err := run(context.Background(), []string{"-all"}, getenv, io.Discard, io.Discard)
+	if status.Code(err) != codes.NotFound {
+		t.Errorf("run with a missing subscription = %v, want NotFound", err)
 	}
 }
