@@ -100,6 +100,8 @@ type pipelineOptions struct {
 	maxAttempts int32
 	// noOrdering makes a subscription without message ordering.
 	noOrdering bool
+	// ackDeadline is the subscription's (default 20s).
+	ackDeadline time.Duration
 	// noSubscription leaves deliver's subscription out: the test feeds
 	// deliver itself.
 	noSubscription bool
@@ -125,7 +127,10 @@ func newPipeline(t *testing.T, o pipelineOptions) *pipeline {
 	if o.maxAttempts == 0 {
 		o.maxAttempts = 10
 	}
-	subOpts := emulatortest.SubscriptionOptions{Ordering: !o.noOrdering, AckDeadline: 20 * time.Second, DeadLetterTopic: p.deadTopic,
+	if o.ackDeadline == 0 {
+		o.ackDeadline = 20 * time.Second
+	}
+	subOpts := emulatortest.SubscriptionOptions{Ordering: !o.noOrdering, AckDeadline: o.ackDeadline, DeadLetterTopic: p.deadTopic,
 		MaxDeliveryAttempts: o.maxAttempts, MinBackoff: time.Second}
 	deliverPort := freePort(t)
 	p.deliverURL = "http://127.0.0.1:" + deliverPort

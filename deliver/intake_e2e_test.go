@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -206,12 +207,47 @@ func TestInvalidConfigIsDeadLettered(t *testing.T) {
 	}
 	p.send(broken, `{"type":"track","userId":"u","event":"e","messageId":"broken-1"}`, "")
 	p.send(fine, `{"type":"track","userId":"u","event":"e","messageId":"fine-1"}`, "")
-	dead := p.deadLetters(1, 60*time.Second)
-	if len(dead) != 1 {
-		t.Fatalf("dead letters = %d, want 1", len(dead))
-	}
-	if dead[0].Attributes["errorClass"] != "invalid-config" || !strings.Contains(dead[0].Attributes["error"], "startdeliverMatchingField") {
-		t.Errorf("dead letter attributes = %v, want invalid-config naming startdeliverMatchingField", dead[0].Attributes)
-	}
 	eventually(t, 30*time.Second, "the fine account's event", func() bool { return len(p.sd.Usage(fine)) == 1 })
+
+	// The dead letter waits in the inspection subscription, with its reason.
+	replay := buildBinary(t, "replay", "./cmd/replay")
+	var listing string
+	eventually(t, 60*time.Second, "the dead letter in a dry run", func() bool {
+		listing = p.runReplay(replay, "-dry-run")
+		return strings.Contains(listing, "broken-1")
+	})
+	if !strings.Contains(listing, "invalid-config") || !strings.Contains(listing, "startdeliverMatchingField") {
+		t.Errorf("dry run = %q, want broken-1 with invalid-config naming startdeliverMatchingField", listing)
+	}
+	if strings.Contains(listing, broken) {
+		t.Errorf("dry run shows the API key")
+	}
+	if n := len(p.sd.Usage(broken)); n != 0 {
+		t.Fatalf("broken account has %d usage records before the fix", n)
+	}
+
+	// The owner fixes the config and replays: the event arrives.
+	p.addAccount(broken, simpleAccount)
+	p.runReplay(replay, "-class", "invalid-config", "-account", envelope.AccountID(broken)[:12])
+	eventually(t, 60*time.Second, "the replayed event", func() bool { return len(p.sd.Usage(broken)) == 1 })
+	if u := p.sd.Usage(broken)[0]; u["externalId"] != "broken-1" {
+		t.Errorf("replayed usage = %v, want broken-1", u)
+	}
+}
+
+// runReplay runs the replay command against the pipeline's topics.
+func (p *pipeline) runReplay(bin string, args ...string) string {
+	p.t.Helper()
+	cmd := exec.Command(bin, append(args, "-wait", "1s")...)
+	cmd.Env = []string{
+		"GOOGLE_CLOUD_PROJECT=" + p.env.Project,
+		"PUBSUB_EMULATOR_HOST=" + p.env.PubSubHost,
+		"PUBSUB_TOPIC=" + p.topic,
+		"DEAD_LETTER_SUBSCRIPTION=" + p.deadSub,
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		p.t.Fatalf("replay %v: %v\n%s", args, err, out)
+	}
+	return string(out)
 }

@@ -398,9 +398,8 @@ func (p *Processor) fail(ctx context.Context, m Message, accountID string, err e
 		return Result{Decision: Nack, Outcome: OutcomeRetry, Class: class,
 			Err: fmt.Errorf("%w (and dead-lettering failed: %v)", err, derr)}
 	}
-	if accountID != "" && m.Attributes[envelope.AttrMessageID] != "" {
-		p.complete(ctx, accountID, m.Attributes[envelope.AttrMessageID], OutcomeDeadLettered)
-	}
+	// A dead-lettered event is not recorded as completed: once its cause is
+	// fixed, the replayed event must take effect.
 	return Result{Decision: Ack, Outcome: OutcomeDeadLettered, Class: class, Err: err}
 }
 

@@ -197,6 +197,9 @@ func TestDecisions(t *testing.T) {
 				t.Fatalf("dead letters = %d, want dead-lettered %v", len(f.dead.msgs), tt.wantDead)
 			}
 			if tt.wantDead {
+				if len(f.done.done) != 0 {
+					t.Errorf("a dead-lettered event was recorded as completed: its replay would be ignored")
+				}
 				d := f.dead.msgs[0]
 				if d["errorClass"] != tt.wantClass || d["error"] == "" {
 					t.Errorf("dead letter attributes = %v, want errorClass %q and an error", d, tt.wantClass)

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// startDeliverProcess runs the deliver binary with the pipeline's
+// environment; the returned function kills it with sig and waits.
+func (p *pipeline) startDeliverProcess(bin string) (stop func(sig os.Signal)) {
+	t := p.t
+	cmd := exec.Command(bin)
+	env := p.env.Getenv(p.deliverEnv)
+	for _, k := range []string{"GOOGLE_CLOUD_PROJECT", "PUBSUB_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST"} {
+		cmd.Env = append(cmd.Env, k+"="+env(k))
+	}
+	for k, v := range p.deliverEnv {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	waitHTTP(t, p.deliverURL+"/healthz", done)
+	var once sync.Once
+	stop = func(sig os.Signal) {
+		once.Do(func() {
+			_ = cmd.Process.Signal(sig)
+			<-done
+			if t.Failed() {
+				t.Logf("deliver log:\n%s", logs.String())
+			}
+		})
+	}
+	t.Cleanup(func() { stop(os.Interrupt) })
+	return stop
+}
+
+// TestCrashLosesNothing kills deliver with SIGKILL in the middle of a
+// stream of events, restarts it, and wants every event delivered. A
+// duplicate is possible only for an event whose usage record Startdeliver
+// had accepted when the process died, before its completion was recorded
+// (Startdeliver cannot be asked whether it holds a usage record): at most
+// the events in flight at the kill.
+//
+// The subscription here has no message ordering: Google's Pub/Sub emulator
+// (0.8.x) never hands the ordering keys held by a SIGKILLed stream to a new
+// one (seen here: 42 of 150 events stuck for minutes), while Pub/Sub
+// redelivers them once their ack deadline passes. Ordering is Pub/Sub's
+// part; what this test checks is deliver's: nothing lost, nothing doubled.
+func TestCrashLosesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash test: minutes against the emulator")
+	}
+	const (
+		events   = 150
+		inFlight = 8
+	)
+	p := newPipeline(t, pipelineOptions{noDeliver: true, maxAttempts: 100, ackDeadline: 10 * time.Second, noOrdering: true,
+		deliverEnv: map[string]string{"PULL_ACK_EXTENSION": "10s", "PULL_MAX_OUTSTANDING": fmt.Sprint(inFlight), "PULL_STREAMS": "2"}})
+	key := "sd-crash-key"
+	p.addAccount(key, simpleAccount)
+	p.sd.SetLatency(15 * time.Millisecond)
+	bin := buildBinary(t, "deliver", ".")
+	stop := p.startDeliverProcess(bin)
+
+	for i := range events {
+		p.send(key, fmt.Sprintf(`{"type":"track","userId":"crash-%d","event":"e","messageId":"crash-%d"}`, i%10, i), "")
+	}
+	eventually(t, 60*time.Second, "a third of the events", func() bool { return len(p.sd.Usage(key)) >= events/3 })
+	stop(syscall.SIGKILL)
+	atKill := len(p.sd.Usage(key))
+	if atKill >= events {
+		t.Fatalf("all %d events were delivered before the kill: the test proves nothing", events)
+	}
+	p.startDeliverProcess(bin)
+
+	last := time.Now()
+	eventually(t, 4*time.Minute, "every event after the restart", func() bool {
+		n := len(p.usageByExternalID(key))
+		if time.Since(last) > 10*time.Second {
+			t.Logf("%d of %d delivered", n, events)
+			last = time.Now()
+		}
+		return n == events
+	})
+	dups := 0
+	for id, recs := range p.usageByExternalID(key) {
+		if len(recs) > 1 {
+			dups += len(recs) - 1
+			t.Logf("%s has %d usage records", id, len(recs))
+		}
+	}
+	t.Logf("%d events delivered at the kill, %d duplicates after recovery", atKill, dups)
+	if dups > inFlight {
+		t.Errorf("%d duplicates, want at most the %d events in flight at the kill", dups, inFlight)
+	}
+	if n := len(p.sd.Users(key)); n != 10 {
+		t.Errorf("users = %d, want 10", n)
+	}
+}
