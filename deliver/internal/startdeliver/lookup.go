@@ -36,9 +36,12 @@ func (c *Client) LookupID(ctx context.Context, acct Account, kind Kind, m Match)
 
 // FindOrCreate returns the id of the entity of kind matching m, creating it
 // with create (plus m.Field = m.Value) when none exists; created reports
-// whether this call created it. The cache answers known keys without a call,
-// and concurrent calls for the same key in this process share one find and
-// at most one create (they also wait for an Upsert of the same key).
+// whether this call created it (of concurrent callers sharing one create,
+// only the one whose request ran it; none if that one gave up early).
+//
+// The cache answers known keys without a call, and concurrent calls for the
+// same key in this process share one find and at most one create (they also
+// wait for an Upsert of the same key).
 //
 // A failed create is not repeated here: the error is returned (retryable or
 // not) and the caller's next attempt finds first.
@@ -51,7 +54,9 @@ func (c *Client) FindOrCreate(ctx context.Context, acct Account, kind Kind, m Ma
 		id      int64
 		created bool
 	}
+	ran := false // set only in the caller whose function runs: the one that may create
 	r, err := c.shared(ctx, "create\x00"+key, func(ctx context.Context) (any, error) {
+		ran = true
 		unlock, err := c.locks.lock(ctx, key)
 		if err != nil {
 			return nil, err
@@ -81,7 +86,7 @@ func (c *Client) FindOrCreate(ctx context.Context, acct Account, kind Kind, m Ma
 		return 0, false, err
 	}
 	res := r.(result)
-	return res.id, res.created, nil
+	return res.id, res.created && ran, nil
 }
 
 // UpsertResult tells what Upsert did.
@@ -166,7 +171,8 @@ func withMatch(f Fields, m Match) Fields {
 // shared runs fn once for concurrent callers with the same key. fn runs
 // detached from any one caller's cancellation (bounded by SharedCallTimeout),
 // so one caller giving up does not fail the others; each caller still
-// returns as soon as its own context ends.
+// returns as soon as its own context ends. fn happens before the result is
+// received, so state fn writes is visible to the caller whose fn ran.
 func (c *Client) shared(ctx context.Context, key string, fn func(context.Context) (any, error)) (any, error) {
 	ch := c.group.DoChan(key, func() (any, error) {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.sharedTO)
