@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/singleflight"
@@ -75,9 +76,9 @@ type Options struct {
 	// (STARTDELIVER_API_URL; default DefaultBaseURL).
 	DefaultBaseURL string
 	// HTTPClient sends the requests. Default: one client with an
-	// OpenTelemetry transport (spans named "GET /user", never with query
-	// values; W3C trace context injected), connection reuse and
-	// AttemptTimeout per attempt.
+	// OpenTelemetry transport (spans named "GET /user"; query values
+	// redacted from url.full; W3C trace context injected), connection reuse
+	// and AttemptTimeout per attempt.
 	HTTPClient *http.Client
 	// AttemptTimeout bounds one HTTP attempt of the default HTTPClient (default 10s).
 	AttemptTimeout time.Duration
@@ -190,7 +191,27 @@ func defaultHTTPClient(opts Options) *http.Client {
 	if opts.Propagators != nil {
 		otelOpts = append(otelOpts, otelhttp.WithPropagators(opts.Propagators))
 	}
-	return &http.Client{Transport: otelhttp.NewTransport(base, otelOpts...), Timeout: timeout}
+	inner := redactingTransport{base: base}
+	return &http.Client{Transport: otelhttp.NewTransport(inner, otelOpts...), Timeout: timeout}
+}
+
+// redactingTransport runs inside the OpenTelemetry transport and replaces
+// the span's url.full with a form whose query values are redacted: find
+// URLs carry filter values (emails, user ids) that do not belong in traces.
+type redactingTransport struct{ base http.RoundTripper }
+
+func (t redactingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if span := trace.SpanFromContext(r.Context()); span.IsRecording() && r.URL.RawQuery != "" {
+		u := *r.URL
+		u.User = nil
+		q := u.Query()
+		for k := range q {
+			q[k] = []string{"REDACTED"}
+		}
+		u.RawQuery = q.Encode()
+		span.SetAttributes(attribute.String("url.full", u.String()))
+	}
+	return t.base.RoundTrip(r)
 }
 
 // call is one API request, before retries.

@@ -471,6 +471,14 @@ func TestTracePropagationAndSpanNames(t *testing.T) {
 		if s.Name() != "event" {
 			names = append(names, s.Name())
 		}
+		for _, a := range s.Attributes() {
+			if v := a.Value.Emit(); strings.Contains(v, "secret-ish") || strings.Contains(v, testKey) {
+				t.Errorf("span %s attribute %s = %q holds a filter value or the key", s.Name(), a.Key, v)
+			}
+			if a.Key == "url.full" && s.Name() == "GET /user" && !strings.Contains(a.Value.Emit(), "query=REDACTED") {
+				t.Errorf("span %s url.full = %q, want query=REDACTED", s.Name(), a.Value.Emit())
+			}
+		}
 	}
 	if diff := cmp.Diff([]string{"GET /user", "PATCH /user/{id}"}, names); diff != "" {
 		t.Errorf("client span names (-want +got):\n%s", diff)
