@@ -58,7 +58,7 @@ if [[ ! -s "$state/demo-key" ]]; then
 fi
 key=$(cat "$state/demo-key")
 
-STANDIN_KEYS="$key" "$bin/startdeliver-standin" -addr 127.0.0.1:8090 >"$state/standin.log" 2>&1 &
+STANDIN_KEYS="$key" "$bin/startdeliver-standin" -listen 127.0.0.1:8090 >"$state/standin.log" 2>&1 &
 pids+=($!)
 wait_http http://127.0.0.1:8090/_standin/state "$!" stand-in "$state/standin.log"
 
