@@ -120,7 +120,9 @@ func newService(ctx context.Context, getenv func(string) string) (_ *service, er
 		Logger:    log,
 	})
 	s.handler = otelhttp.NewHandler(h, "ingest",
-		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + routeOf(r) }))
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + routeOf(r) }),
+		// Health probes are not events: keep them out of the traces.
+		otelhttp.WithFilter(func(r *http.Request) bool { return r.URL.Path != "/healthz" && r.URL.Path != "/readyz" }))
 	return s, nil
 }
 

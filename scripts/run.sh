@@ -16,8 +16,10 @@ for b in ingest deliver accounts startdeliver-standin tracetree; do
 done
 
 pids=()
+stopping=
 cleanup() {
   trap - EXIT INT TERM
+  stopping=1
   echo
   echo "run: stopping"
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
@@ -98,4 +100,4 @@ then see it at http://127.0.0.1:8090/_standin/ and its trace with: bin/tracetree
 Ctrl-C stops everything.
 MSG
 wait -n "${pids[@]}" || true
-echo "run: a process exited; see $state/*.log" >&2
+[[ -n $stopping ]] || echo "run: a process exited; see $state/*.log" >&2
