@@ -366,7 +366,18 @@ var errAccountBusy = errors.New("account busy")
 func (p *Processor) complete(ctx context.Context, accountID, messageID, outcome string) {
 	ctx, span := p.tracer.Start(ctx, "record completion")
 	defer span.End()
-	if err := p.opts.Completions.Complete(context.WithoutCancel(ctx), accountID, messageID, outcome); err != nil {
+	// The effects are done: try hard (a few quick attempts, detached from
+	// the delivery's cancellation) to make the record durable, since
+	// without it a redelivery elsewhere would repeat them.
+	ctx = context.WithoutCancel(ctx)
+	var err error
+	for attempt := 1; attempt <= 3; attempt++ {
+		if err = p.opts.Completions.Complete(ctx, accountID, messageID, outcome); err == nil {
+			return
+		}
+		time.Sleep(backoff(attempt, 0))
+	}
+	if err != nil {
 		span.SetStatus(codes.Error, "record completion failed")
 		p.log.ErrorContext(ctx, "completion not recorded; a redelivery to another instance could repeat the event",
 			"messageId", messageID, "account", accountID, "error", err)

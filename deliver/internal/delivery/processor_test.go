@@ -43,6 +43,9 @@ type fakeCompletions struct {
 	mu      sync.Mutex
 	done    map[string]string
 	doneErr error
+	// failWrites makes the next Complete calls fail.
+	failWrites int
+	writes     int
 }
 
 func (f *fakeCompletions) Done(_ context.Context, acct, msg string) (bool, error) {
@@ -58,6 +61,11 @@ func (f *fakeCompletions) Done(_ context.Context, acct, msg string) (bool, error
 func (f *fakeCompletions) Complete(_ context.Context, acct, msg, outcome string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.writes++
+	if f.failWrites > 0 {
+		f.failWrites--
+		return errors.New("firestore: unavailable")
+	}
 	f.done[acct+"/"+msg] = outcome
 	return nil
 }
@@ -271,5 +279,25 @@ func TestSettingsOverrideFromMessage(t *testing.T) {
 	}
 	if n := len(f.sd.Users(key)); n != 1 {
 		t.Errorf("users = %d, want 1 (none created)", n)
+	}
+}
+
+// TestCompletionWriteIsRetried: the usage record is written; a brief
+// Firestore fault on the completion write must not leave the event
+// unrecorded, or a redelivery elsewhere would repeat it.
+func TestCompletionWriteIsRetried(t *testing.T) {
+	f := newFixture(t, simple)
+	f.done.failWrites = 2
+	res := f.p.Process(context.Background(), message(t, `{"type":"track","userId":"u1","event":"e","messageId":"cw"}`))
+	if res.Decision != Ack || res.Outcome != OutcomeDelivered {
+		t.Fatalf("Process = %v %s (%v), want delivered", res.Decision, res.Outcome, res.Err)
+	}
+	if _, ok := f.done.done[envelope.AccountID(key)+"/cw"]; !ok || f.done.writes != 3 {
+		t.Errorf("completion recorded = %v after %d writes, want recorded on the third", ok, f.done.writes)
+	}
+	// The same event again (a redelivery) has no second effect.
+	res = f.p.Process(context.Background(), message(t, `{"type":"track","userId":"u1","event":"e","messageId":"cw"}`))
+	if res.Outcome != OutcomeDuplicate || len(f.sd.Usage(key)) != 1 {
+		t.Errorf("redelivery = %s with %d usage records, want duplicate and 1", res.Outcome, len(f.sd.Usage(key)))
 	}
 }
