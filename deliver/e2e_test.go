@@ -102,6 +102,8 @@ type pipelineOptions struct {
 	noOrdering bool
 	// ackDeadline is the subscription's (default 20s).
 	ackDeadline time.Duration
+	// pubsubHost replaces the Pub/Sub emulator (for the pstest fallback).
+	pubsubHost string
 	// noSubscription leaves deliver's subscription out: the test feeds
 	// deliver itself.
 	noSubscription bool
@@ -110,6 +112,9 @@ type pipelineOptions struct {
 func newPipeline(t *testing.T, o pipelineOptions) *pipeline {
 	t.Helper()
 	env := emulatortest.Require(t)
+	if o.pubsubHost != "" {
+		env.PubSubHost = o.pubsubHost
+	}
 	p := &pipeline{t: t, env: env, ps: emulatortest.PubSub(t, env), fs: emulatortest.Firestore(t, env)}
 	p.topic = emulatortest.Name(t, "events")
 	p.sub = p.topic + "-deliver"
