@@ -26,7 +26,7 @@ resource "google_firestore_database" "default" {
 resource "google_firestore_field" "deliveries_ttl" {
   project    = var.project_id
   database   = google_firestore_database.default.name
-  collection = "deliveries"
+  collection = local.deliveries_collection
   field      = "expireAt"
 
   ttl_config {}
@@ -36,7 +36,7 @@ resource "google_firestore_field" "deliveries_ttl" {
 resource "google_firestore_field" "identities_ttl" {
   project    = var.project_id
   database   = google_firestore_database.default.name
-  collection = "identities"
+  collection = local.identities_collection
   field      = "expireAt"
 
   ttl_config {}

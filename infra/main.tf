@@ -4,11 +4,13 @@ locals {
   ingest_service  = "segment-ingest"
   deliver_service = "segment-deliver"
 
-  events_topic        = "segment-events"
-  dead_letter_topic   = "segment-events-dead"
-  deliver_sub         = "segment-events-deliver"
-  dead_letter_sub     = "segment-events-dead-inspect"
-  accounts_collection = "accounts"
+  events_topic          = "segment-events"
+  dead_letter_topic     = "segment-events-dead"
+  deliver_sub           = "segment-events-deliver"
+  dead_letter_sub       = "segment-events-dead-inspect"
+  accounts_collection   = "accounts"
+  deliveries_collection = "deliveries"
+  identities_collection = "identities"
 
   # Seven days: the most a subscription keeps unacked messages. Segment
   # retries a failed call for only 4 hours, so once ingest has answered 200

@@ -27,6 +27,11 @@ locals {
     STARTDELIVER_API_URL = var.startdeliver_api_url
     # Push requests must carry a Google OIDC token for this audience.
     PUSH_AUDIENCE = var.deliver_mode == "push" ? local.push_audience : ""
+    # ... signed for the push service account, and no other.
+    PUSH_SERVICE_ACCOUNT = var.deliver_mode == "push" ? google_service_account.push.email : ""
+    # Completed events and creation claims (TTL policies in firestore.tf).
+    DELIVERIES_COLLECTION = local.deliveries_collection
+    IDENTITIES_COLLECTION = local.identities_collection
   })
 
   # Cloud Run's request timeout must outlast the ack deadline, so Pub/Sub and

@@ -108,8 +108,16 @@ func TestDeliverSubscription(t *testing.T) {
 		t.Errorf("oidc_token.service_account_email = %q, want %q", got, want)
 	}
 	audience := cfg.str(t, oidc, "audience", extra)
-	if env := runEnv(t, cfg, deliverRun); env["PUSH_AUDIENCE"] != audience {
+	env := runEnv(t, cfg, deliverRun)
+	if env["PUSH_AUDIENCE"] != audience {
 		t.Errorf("deliver PUSH_AUDIENCE = %q, want the push audience %q", env["PUSH_AUDIENCE"], audience)
+	}
+	if got, want := env["PUSH_SERVICE_ACCOUNT"], "{google_service_account.push.email}"; got != want {
+		t.Errorf("deliver PUSH_SERVICE_ACCOUNT = %q, want the push identity %q", got, want)
+	}
+	// deliver writes where the TTL policies sweep.
+	if env["DELIVERIES_COLLECTION"] != "deliveries" || env["IDENTITIES_COLLECTION"] != "identities" {
+		t.Errorf("deliver collections = %q, %q; want deliveries and identities (their TTL policies)", env["DELIVERIES_COLLECTION"], env["IDENTITIES_COLLECTION"])
 	}
 	if audience != deliverURL {
 		t.Errorf("push audience = %q, want deliver's URL %q", audience, deliverURL)
