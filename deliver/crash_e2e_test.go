@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,6 +13,13 @@ import (
 // startDeliverProcess runs the deliver binary with the pipeline's
 // environment; the returned function kills it with sig and waits.
 func (p *pipeline) startDeliverProcess(bin string) (stop func(sig os.Signal)) {
+	stop, _ = p.startDeliverProcessLogs(bin)
+	return stop
+}
+
+// startDeliverProcessLogs is startDeliverProcess that also returns the
+// process's output.
+func (p *pipeline) startDeliverProcessLogs(bin string) (stop func(sig os.Signal), logs *syncBuffer) {
 	t := p.t
 	cmd := exec.Command(bin)
 	env := p.env.Getenv(p.deliverEnv)
@@ -23,8 +29,8 @@ func (p *pipeline) startDeliverProcess(bin string) (stop func(sig os.Signal)) {
 	for k, v := range p.deliverEnv {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
+	logs = &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +48,7 @@ func (p *pipeline) startDeliverProcess(bin string) (stop func(sig os.Signal)) {
 		})
 	}
 	t.Cleanup(func() { stop(os.Interrupt) })
-	return stop
+	return stop, logs
 }
 
 // TestCrashLosesNothing kills deliver with SIGKILL in the middle of a

@@ -87,6 +87,28 @@ type pipeline struct {
 	deliverURL  string
 	stopDeliver func()
 	deliverEnv  map[string]string
+	ingestEnv   map[string]string
+	// ingestLogs holds what the ingest process wrote.
+	ingestLogs *syncBuffer
+}
+
+// syncBuffer is a bytes.Buffer safe for a process's writes and a test's
+// reads at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 type pipelineOptions struct {
@@ -102,6 +124,8 @@ type pipelineOptions struct {
 	noOrdering bool
 	// ackDeadline is the subscription's (default 20s).
 	ackDeadline time.Duration
+	// ingestEnv adds to ingest's environment.
+	ingestEnv map[string]string
 	// pubsubHost replaces the Pub/Sub emulator (for the pstest fallback).
 	pubsubHost string
 	// noSubscription leaves deliver's subscription out: the test feeds
@@ -146,6 +170,7 @@ func newPipeline(t *testing.T, o pipelineOptions) *pipeline {
 		emulatortest.CreateSubscription(t, p.ps, env.Project, p.topic, p.sub, subOpts)
 	}
 
+	p.ingestEnv = o.ingestEnv
 	p.startIngest()
 	p.deliverEnv = map[string]string{
 		"HOST":                  "127.0.0.1",
@@ -188,8 +213,12 @@ func (p *pipeline) startIngest() {
 		"OTEL_TRACES_EXPORTER=none", "OTEL_METRICS_EXPORTER=none",
 		"LOG_LEVEL=warn",
 	}
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
+	for k, v := range p.ingestEnv {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	logs := &syncBuffer{}
+	p.ingestLogs = logs
+	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -280,11 +309,21 @@ func (p *pipeline) send(key, event string, settings string) {
 
 func (p *pipeline) post(path, key, body, settings string) (int, string) {
 	p.t.Helper()
+	h := map[string]string{}
+	if settings != "" {
+		h["X-Segment-Settings"] = base64.StdEncoding.EncodeToString([]byte(settings))
+	}
+	return p.postWithHeaders(path, key, body, h)
+}
+
+// postWithHeaders posts body to ingest with key and extra headers.
+func (p *pipeline) postWithHeaders(path, key, body string, headers map[string]string) (int, string) {
+	p.t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, p.ingestURL+path, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(key+":")))
-	if settings != "" {
-		req.Header.Set("X-Segment-Settings", base64.StdEncoding.EncodeToString([]byte(settings)))
+	for k, v := range headers {
+		req.Header.Set(k, v)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
