@@ -22,6 +22,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
@@ -65,10 +66,11 @@ type Options struct {
 
 // Handler serves ingest's HTTP API.
 type Handler struct {
-	opts   Options
-	mux    *http.ServeMux
-	tracer trace.Tracer
-	log    *slog.Logger
+	opts    Options
+	mux     *http.ServeMux
+	tracer  trace.Tracer
+	log     *slog.Logger
+	metrics *metrics
 }
 
 // New returns the ingest handler.
@@ -83,10 +85,11 @@ func New(opts Options) *Handler {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	h := &Handler{
-		opts:   opts,
-		mux:    http.NewServeMux(),
-		tracer: otel.Tracer("github.com/startdeliver/segment-destination/ingest/receive"),
-		log:    opts.Logger,
+		opts:    opts,
+		mux:     http.NewServeMux(),
+		tracer:  otel.Tracer("github.com/startdeliver/segment-destination/ingest/receive"),
+		log:     opts.Logger,
+		metrics: newMetrics(otel.Meter("github.com/startdeliver/segment-destination/ingest/receive")),
 	}
 	h.mux.HandleFunc("POST /{$}", h.destination)
 	h.mux.HandleFunc("POST /v1/batch", h.batch)
@@ -109,6 +112,27 @@ type httpError struct {
 	status int
 	msg    string
 	err    error // the cause, for logs; never shown to the caller
+}
+
+// reason is a short, bounded label for metrics.
+func (e *httpError) reason() string {
+	switch e.status {
+	case http.StatusBadRequest:
+		return "invalid"
+	case http.StatusUnauthorized:
+		return "unauthenticated"
+	case http.StatusForbidden:
+		return "disabled"
+	case http.StatusRequestEntityTooLarge:
+		return "too_large"
+	case http.StatusUnsupportedMediaType:
+		return "unsupported_media"
+	case http.StatusNotFound:
+		return "not_found"
+	case http.StatusServiceUnavailable:
+		return "unavailable"
+	}
+	return "error"
 }
 
 func (e *httpError) Error() string { return fmt.Sprintf("%d %s", e.status, e.msg) }
@@ -340,6 +364,7 @@ func (h *Handler) prepare(ev *segment.Event, typ segment.Type) *httpError {
 	if ev.ReceivedAt.IsZero() {
 		ev.SetReceivedAt(h.opts.Now())
 	}
+	h.metrics.received.Add(context.Background(), 1, metric.WithAttributes(attribute.String("type", string(ev.Type))))
 	if err := ev.Validate(); err != nil {
 		return fail(http.StatusBadRequest, "invalid event: %v", err)
 	}
@@ -411,16 +436,19 @@ func (h *Handler) batch(w http.ResponseWriter, r *http.Request) {
 	index := make([]int, 0, len(b.Items))
 	for i, raw := range b.Items {
 		if len(raw) > segment.MaxEventBytes {
+			h.metrics.reject(ctx, http.StatusRequestEntityTooLarge, "invalid_batch_event")
 			res.Rejected = append(res.Rejected, rejectedEvent{Index: i, Message: fmt.Sprintf("event larger than %d bytes", segment.MaxEventBytes)})
 			continue
 		}
 		ev, err := segment.Decode(raw)
 		if err != nil {
+			h.metrics.reject(ctx, http.StatusBadRequest, "invalid_batch_event")
 			res.Rejected = append(res.Rejected, rejectedEvent{Index: i, Message: err.Error()})
 			continue
 		}
 		b.Merge(ev)
 		if herr := h.prepare(ev, ""); herr != nil {
+			h.metrics.reject(ctx, herr.status, "invalid_batch_event")
 			res.Rejected = append(res.Rejected, rejectedEvent{Index: i, MessageID: ev.MessageID, Message: herr.msg})
 			continue
 		}
@@ -475,11 +503,14 @@ func (h *Handler) publish(ctx context.Context, req *request, ev *segment.Event) 
 		span.SetStatus(codes.Error, "encode")
 		return &httpError{status: http.StatusInternalServerError, msg: "could not encode the event", err: err}
 	}
+	start := time.Now()
 	if err := h.opts.Publisher.Publish(ctx, msg); err != nil {
 		span.SetStatus(codes.Error, "publish failed")
 		span.RecordError(err)
 		return &httpError{status: http.StatusServiceUnavailable, msg: "could not publish the event; retry", err: err}
 	}
+	h.metrics.publish.Record(ctx, time.Since(start).Seconds())
+	h.metrics.published.Add(ctx, 1, metric.WithAttributes(attribute.String("type", string(ev.Type)), attribute.String("account", req.accountID)))
 	return nil
 }
 
@@ -495,6 +526,7 @@ func (h *Handler) answer(ctx context.Context, w http.ResponseWriter, e *httpErro
 		attrs = append(attrs, "error", e.err.Error())
 	}
 	h.log.Log(ctx, level, "request rejected", attrs...)
+	h.metrics.reject(ctx, e.status, e.reason())
 	writeJSON(w, e.status, map[string]string{"message": e.msg})
 }
 
