@@ -155,6 +155,7 @@ func TestOneTracePerEvent(t *testing.T) {
 		"process system":     {process.attr("messaging.system"), "gcp_pubsub"},
 		"process message id": {process.attr("segment.message_id"), "trace-1"},
 		"outcome":            {process.attr("delivery.outcome"), "delivered"},
+		"config source":      {byName["config lookup"].attr("config.source"), "firestore"},
 		"status":             {process.Status.Code, "Ok"},
 		"usage status":       {byName["POST /usage"].attr("http.response.status_code"), "200"},
 	}

@@ -126,15 +126,22 @@ func (s *Store) Check(ctx context.Context, id string) error {
 // Get returns the account's entry, from the cache when fresh. It returns
 // ErrUnknown for an id with no document.
 func (s *Store) Get(ctx context.Context, id string) (*Entry, error) {
+	e, _, err := s.Lookup(ctx, id)
+	return e, err
+}
+
+// Lookup is Get that also tells where the entry came from: Cached, Read
+// (from Firestore now) or Stale (the last good entry, Firestore failing).
+func (s *Store) Lookup(ctx context.Context, id string) (*Entry, Source, error) {
 	now := s.opts.Now()
 	s.mu.RLock()
 	c, ok := s.cache[id]
 	s.mu.RUnlock()
 	if ok && s.fresh(c, now) {
 		if c.entry == nil {
-			return nil, ErrUnknown
+			return nil, Cached, ErrUnknown
 		}
-		return c.entry, nil
+		return c.entry, Cached, nil
 	}
 	v, err, _ := s.group.Do(id, func() (any, error) {
 		return s.load(context.WithoutCancel(ctx), id)
@@ -142,12 +149,22 @@ func (s *Store) Get(ctx context.Context, id string) (*Entry, error) {
 	if err != nil {
 		// Serve the last good entry while Firestore is unavailable.
 		if ok && c.entry != nil && now.Sub(c.fetched) < s.opts.StaleFor && !errors.Is(err, ErrUnknown) {
-			return c.entry, nil
+			return c.entry, Stale, nil
 		}
-		return nil, err
+		return nil, Read, err
 	}
-	return v.(*Entry), nil
+	return v.(*Entry), Read, nil
 }
+
+// Source tells where Lookup found an entry.
+type Source string
+
+// Where an entry came from.
+const (
+	Cached Source = "cache"
+	Read   Source = "firestore"
+	Stale  Source = "stale"
+)
 
 func (s *Store) fresh(c cached, now time.Time) bool {
 	ttl := s.opts.TTL

@@ -108,6 +108,9 @@ func TestCacheAndStampede(t *testing.T) {
 	if got := s.Reads(); got != 1 {
 		t.Errorf("50 concurrent lookups made %d reads, want 1", got)
 	}
+	if _, src, _ := s.Lookup(ctx, id); src != Cached {
+		t.Errorf("Lookup within TTL came from %s, want the cache", src)
+	}
 	clk.Add(59 * time.Second)
 	_ = s.Check(ctx, id)
 	if got := s.Reads(); got != 1 {
@@ -181,9 +184,9 @@ func TestServesLastGoodWhenFirestoreFails(t *testing.T) {
 	}
 	fs.Close() // Firestore is now unreachable for this store
 	clk.Add(2 * time.Minute)
-	e, err := s.Get(ctx, "a")
-	if err != nil || e.Account.Name != "Acme" {
-		t.Errorf("Get with Firestore down = %v, %v; want the last good Acme", e, err)
+	e, src, err := s.Lookup(ctx, "a")
+	if err != nil || e.Account.Name != "Acme" || src != Stale {
+		t.Errorf("Lookup with Firestore down = %v, %s, %v; want the last good Acme, stale", e, src, err)
 	}
 	if _, err := s.Get(ctx, "never-seen"); err == nil || errors.Is(err, ErrUnknown) {
 		t.Errorf("Get(never seen) with Firestore down = %v, want an unavailable error (not ErrUnknown)", err)

@@ -84,10 +84,11 @@ type Result struct {
 	Err      error
 }
 
-// accounts returns an account's entry: accountstore.ErrUnknown for none,
-// another error when it cannot tell (retryable). Safe for concurrent use.
+// accounts returns an account's entry and where it came from:
+// accountstore.ErrUnknown for none, another error when it cannot tell
+// (retryable). Safe for concurrent use.
 type accounts interface {
-	Get(ctx context.Context, id string) (*accountstore.Entry, error)
+	Lookup(ctx context.Context, id string) (*accountstore.Entry, accountstore.Source, error)
 }
 
 // completions is the record of completed events. Done's error means "cannot
@@ -320,7 +321,8 @@ func (p *Processor) isDone(ctx context.Context, accountID, messageID string) (bo
 func (p *Processor) config(ctx context.Context, accountID string) (*accountstore.Entry, error) {
 	ctx, span := p.tracer.Start(ctx, "config lookup", trace.WithAttributes(attribute.String("account.id", accountID)))
 	defer span.End()
-	entry, err := p.opts.Accounts.Get(ctx, accountID)
+	entry, source, err := p.opts.Accounts.Lookup(ctx, accountID)
+	span.SetAttributes(attribute.String("config.source", string(source)))
 	switch {
 	case errors.Is(err, accountstore.ErrUnknown):
 		span.SetStatus(codes.Error, "unknown account")

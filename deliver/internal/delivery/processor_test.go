@@ -27,15 +27,15 @@ type fakeAccounts struct {
 	err     error
 }
 
-func (f *fakeAccounts) Get(_ context.Context, id string) (*accountstore.Entry, error) {
+func (f *fakeAccounts) Lookup(_ context.Context, id string) (*accountstore.Entry, accountstore.Source, error) {
 	if f.err != nil {
-		return nil, f.err
+		return nil, accountstore.Read, f.err
 	}
 	e, ok := f.entries[id]
 	if !ok {
-		return nil, accountstore.ErrUnknown
+		return nil, accountstore.Read, accountstore.ErrUnknown
 	}
-	return e, nil
+	return e, accountstore.Cached, nil
 }
 
 // fakeCompletions is an in-memory record of completed events.
