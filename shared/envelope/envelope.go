@@ -13,9 +13,10 @@ package envelope
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
+	json "github.com/segmentio/encoding/json"
+	"strconv"
 	"time"
 
 	"github.com/startdeliver/segment-destination/shared/segment"
@@ -88,19 +89,11 @@ func Encode(m *Message) (*Encoded, error) {
 	if m.APIKey == "" || m.AccountID == "" {
 		return nil, errors.New("encode envelope: no account")
 	}
-	ev, err := json.Marshal(m.Event)
+	ev, err := json.Marshal(m.Event.Raw)
 	if err != nil {
 		return nil, fmt.Errorf("encode event %s: %w", m.Event.MessageID, err)
 	}
-	data, err := json.Marshal(body{
-		V:          Version,
-		AccountID:  m.AccountID,
-		APIKey:     m.APIKey,
-		Settings:   m.Settings,
-		ReceivedAt: m.ReceivedAt.UTC(),
-		Trace:      m.Trace,
-		Event:      ev,
-	})
+	data, err := appendBody(make([]byte, 0, len(ev)+512), m, ev)
 	if err != nil {
 		return nil, fmt.Errorf("encode envelope %s: %w", m.Event.MessageID, err)
 	}
@@ -114,6 +107,43 @@ func Encode(m *Message) (*Encoded, error) {
 		},
 		OrderingKey: OrderingKey(m.AccountID, m.Event.PersonKey()),
 	}, nil
+}
+
+// appendBody writes the body's JSON by hand around the already-encoded
+// event, so that the event, the bulk of every message, is encoded once and
+// not re-validated (this is on ingest's per-event path).
+func appendBody(b []byte, m *Message, event []byte) ([]byte, error) {
+	var err error
+	field := func(name string, v any) {
+		if err != nil {
+			return
+		}
+		b = append(b, ',', '"')
+		b = append(b, name...)
+		b = append(b, '"', ':')
+		b, err = json.Append(b, v, 0)
+	}
+	b = append(b, `{"v":`...)
+	b = strconv.AppendInt(b, Version, 10)
+	field("accountId", m.AccountID)
+	field("apiKey", m.APIKey)
+	if len(m.Settings) > 0 {
+		if !json.Valid(m.Settings) {
+			return nil, errors.New("settings are not valid JSON")
+		}
+		b = append(b, `,"settings":`...)
+		b = append(b, m.Settings...)
+	}
+	field("receivedAt", m.ReceivedAt.UTC())
+	if len(m.Trace) > 0 {
+		field("trace", m.Trace)
+	}
+	if err != nil {
+		return nil, err
+	}
+	b = append(b, `,"event":`...)
+	b = append(b, event...)
+	return append(b, '}'), nil
 }
 
 // OrderingKey keeps the events of one person of one account in order. It is

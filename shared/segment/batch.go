@@ -2,7 +2,7 @@ package segment
 
 import (
 	"bytes"
-	"encoding/json"
+	json "github.com/segmentio/encoding/json"
 )
 
 // Limits of the Segment HTTP Tracking API (contract §1).

@@ -8,9 +8,9 @@ package segment
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
+	json "github.com/segmentio/encoding/json"
 	"io"
 	"strings"
 	"time"
@@ -134,15 +134,19 @@ func Decode(data []byte) (*Event, error) {
 	return FromMap(m)
 }
 
-// decodeObject decodes a JSON object keeping numbers exact.
+// decodeObject decodes a JSON object keeping numbers exact. It uses
+// segmentio's encoding/json-compatible decoder, several times faster than
+// the standard library's on the map-shaped events ingest decodes per event.
 func decodeObject(data []byte) (map[string]any, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
 	var v any
-	if err := dec.Decode(&v); err != nil {
+	rest, err := json.Parse(data, &v, json.UseNumber)
+	if err != nil {
+		if len(bytes.TrimSpace(data)) == 0 {
+			return nil, &SyntaxError{Msg: "empty body"}
+		}
 		return nil, &SyntaxError{Msg: jsonMessage(err)}
 	}
-	if dec.More() {
+	if len(bytes.TrimSpace(rest)) > 0 {
 		return nil, &SyntaxError{Msg: "unexpected data after the top-level value"}
 	}
 	m, ok := v.(map[string]any)
