@@ -110,7 +110,7 @@ func newService(ctx context.Context, getenv func(string) string) (_ *service, er
 		return nil, err
 	}
 	s.closers = append(s.closers, fs.Close)
-	s.publisher = publish.New(ps, cfg.Topic, publish.Options{DisableOrdering: !cfg.Ordering, DelayThreshold: cfg.PublishDelay, Timeout: cfg.PublishTimeout})
+	s.publisher = publish.New(ps, cfg.Project, cfg.Topic, publish.Options{DisableOrdering: !cfg.Ordering, DelayThreshold: cfg.PublishDelay, Timeout: cfg.PublishTimeout})
 	store := accountstore.New(fs, accountstore.Options{Collection: cfg.AccountsCollection, TTL: cfg.ConfigCacheTTL})
 	h := receive.New(receive.Options{
 		Publisher: s.publisher,

@@ -1,85 +1,263 @@
-// Package publish is ingest's one long-lived Pub/Sub publisher: batching,
-// ordering by person, and a Publish that returns only once Pub/Sub has
-// confirmed the message.
+// Package publish is ingest's one long-lived Pub/Sub publisher: it batches
+// the events of many requests into few Publish calls, keeps each person's
+// events in order, and returns from Publish only once Pub/Sub has confirmed
+// the message.
+//
+// Why not pubsub.Publisher with EnableMessageOrdering: that publisher
+// bundles per ordering key, so with a key per person (thousands of keys,
+// one event each at a time) every event becomes its own Publish call and
+// throughput falls to a third. Pub/Sub itself keeps order per key within
+// and across Publish requests as long as a key's requests do not overlap;
+// this batcher puts many keys into one request and never has two requests
+// of the same key in flight, which is the same guarantee at batch speed.
 package publish
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"github.com/googleapis/gax-go/v2"
 
 	"github.com/startdeliver/segment-destination/shared/envelope"
 )
 
 // Options tune the publisher. Zero values take the defaults noted.
 type Options struct {
-	// Ordering publishes with the envelope's ordering key (default on), so a
-	// subscription with message ordering hands one person's events to
-	// deliver in order.
+	// DisableOrdering publishes without ordering keys.
 	DisableOrdering bool
-	// DelayThreshold is how long a batch waits to fill: ingest answers only
+	// DelayThreshold is how long a batch waits to fill. ingest answers only
 	// after the publish is confirmed, so this delay is added to every
-	// request's latency. Default 1ms.
+	// request's latency; batches also leave as soon as a Publish call is
+	// free, so under load they fill without waiting. Default 1ms.
 	DelayThreshold time.Duration
-	// CountThreshold is the number of messages that sends a batch at once.
-	// Default 100.
+	// CountThreshold is the most messages in one Publish call (default 500;
+	// Pub/Sub allows 1,000).
 	CountThreshold int
+	// ByteThreshold is the most bytes in one Publish call (default 5 MB;
+	// Pub/Sub allows 10 MB).
+	ByteThreshold int
+	// MaxInFlight is how many Publish calls may run at once (default 8).
+	MaxInFlight int
 	// Timeout bounds one publish (default 10s): past it the request answers
 	// 503 and Segment retries.
 	Timeout time.Duration
 }
 
-// Publisher publishes envelopes to one topic. Safe for concurrent use.
-type Publisher struct {
-	p       *pubsub.Publisher
-	topic   string
-	timeout time.Duration
-	order   bool
+// rpc sends one Publish request, with the client library's own retries of
+// transient errors. Safe for concurrent use.
+type rpc interface {
+	Publish(ctx context.Context, req *pubsubpb.PublishRequest, opts ...gax.CallOption) (*pubsubpb.PublishResponse, error)
 }
 
-// New returns a publisher for topic (a short name or a full resource name).
-func New(client *pubsub.Client, topic string, opts Options) *Publisher {
-	p := client.Publisher(topic)
-	p.EnableMessageOrdering = !opts.DisableOrdering
+// pending is one message waiting for its batch's result.
+type pending struct {
+	msg  *pubsubpb.PubsubMessage
+	size int
+	done chan error
+}
+
+// Publisher publishes envelopes to one topic. Safe for concurrent use.
+type Publisher struct {
+	rpc   rpc
+	topic string
+	opts  Options
+
+	mu       sync.Mutex
+	queue    []*pending
+	bytes    int
+	busyKeys map[string]bool // ordering keys with a request in flight
+	inFlight int
+	timer    *time.Timer
+	stopped  bool
+	idle     *sync.Cond // signalled when a request ends
+	enqueued int        // messages ever queued (for tests)
+}
+
+// New returns a publisher for topic (a short name or a full resource name)
+// of project, publishing through client's v2 topic admin client.
+func New(client *pubsub.Client, project, topic string, opts Options) *Publisher {
+	return newPublisher(client.TopicAdminClient, topicName(project, topic), opts)
+}
+
+func newPublisher(r rpc, topic string, opts Options) *Publisher {
 	if opts.DelayThreshold <= 0 {
 		opts.DelayThreshold = time.Millisecond
 	}
-	if opts.CountThreshold <= 0 {
-		opts.CountThreshold = 100
+	if opts.CountThreshold <= 0 || opts.CountThreshold > 1000 {
+		opts.CountThreshold = 500
+	}
+	if opts.ByteThreshold <= 0 || opts.ByteThreshold > 9<<20 {
+		opts.ByteThreshold = 5 << 20
+	}
+	if opts.MaxInFlight <= 0 {
+		opts.MaxInFlight = 8
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = 10 * time.Second
 	}
-	p.PublishSettings.DelayThreshold = opts.DelayThreshold
-	p.PublishSettings.CountThreshold = opts.CountThreshold
-	p.PublishSettings.Timeout = opts.Timeout
-	return &Publisher{p: p, topic: topic, timeout: opts.Timeout, order: !opts.DisableOrdering}
+	p := &Publisher{rpc: r, topic: topic, opts: opts, busyKeys: map[string]bool{}}
+	p.idle = sync.NewCond(&p.mu)
+	return p
 }
+
+func topicName(project, topic string) string {
+	if len(topic) > 9 && topic[:9] == "projects/" {
+		return topic
+	}
+	return "projects/" + project + "/topics/" + topic
+}
+
+// ErrStopped is returned by Publish after Stop.
+var ErrStopped = errors.New("publisher stopped")
 
 // Publish sends msg and waits for Pub/Sub's confirmation, ctx's end, or the
-// publish timeout. After a failure on an ordering key, the key is resumed
-// so that the next event of that person can be published (Segment's retry
-// re-sends the failed one).
+// publish timeout. A message whose wait ended early may still be
+// published: Segment's retry then makes a duplicate, which deliver ignores.
 func (p *Publisher) Publish(ctx context.Context, msg *envelope.Encoded) error {
-	m := &pubsub.Message{Data: msg.Data, Attributes: msg.Attributes}
-	if p.order {
+	m := &pubsubpb.PubsubMessage{Data: msg.Data, Attributes: msg.Attributes}
+	if !p.opts.DisableOrdering {
 		m.OrderingKey = msg.OrderingKey
 	}
-	ctx, cancel := context.WithTimeout(ctx, p.timeout)
-	defer cancel()
-	res := p.p.Publish(ctx, m)
-	if _, err := res.Get(ctx); err != nil {
-		if p.order {
-			p.p.ResumePublish(m.OrderingKey)
-		}
-		return fmt.Errorf("publish %s to %s: %w", msg.Attributes[envelope.AttrMessageID], p.topic, err)
+	size := len(m.Data) + len(m.OrderingKey) + 64
+	for k, v := range m.Attributes {
+		size += len(k) + len(v)
 	}
-	return nil
+	pd := &pending{msg: m, size: size, done: make(chan error, 1)}
+	p.mu.Lock()
+	if p.stopped {
+		p.mu.Unlock()
+		return ErrStopped
+	}
+	p.queue = append(p.queue, pd)
+	p.bytes += size
+	p.enqueued++
+	p.dispatchLocked(false)
+	if len(p.queue) > 0 && p.timer == nil {
+		p.timer = time.AfterFunc(p.opts.DelayThreshold, p.flushTimer)
+	}
+	p.mu.Unlock()
+
+	t := time.NewTimer(p.opts.Timeout)
+	defer t.Stop()
+	select {
+	case err := <-pd.done:
+		if err != nil {
+			return fmt.Errorf("publish %s: %w", msg.Attributes[envelope.AttrMessageID], err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("publish %s: %w", msg.Attributes[envelope.AttrMessageID], ctx.Err())
+	case <-t.C:
+		return fmt.Errorf("publish %s: no confirmation within %s", msg.Attributes[envelope.AttrMessageID], p.opts.Timeout)
+	}
 }
 
-// Stop sends what is buffered and waits for it, then stops the publisher.
+func (p *Publisher) flushTimer() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.timer = nil
+	p.dispatchLocked(true)
+	if len(p.queue) > 0 {
+		// What is left waits for a key's request or a free slot; look again
+		// after another delay.
+		p.timer = time.AfterFunc(p.opts.DelayThreshold, p.flushTimer)
+	}
+}
+
+// dispatchLocked starts requests while a slot is free and a batch is due: a
+// full batch at once, a partial one when the delay has passed (or when no
+// request is in flight, as there is nothing to wait for). Messages whose key
+// has a request in flight stay queued, in order, behind it.
+func (p *Publisher) dispatchLocked(delayPassed bool) {
+	for p.inFlight < p.opts.MaxInFlight && len(p.queue) > 0 {
+		full := len(p.queue) >= p.opts.CountThreshold || p.bytes >= p.opts.ByteThreshold
+		if !full && !delayPassed && p.inFlight > 0 {
+			return
+		}
+		batch, keys := p.takeLocked()
+		if len(batch) == 0 {
+			return // every queued key is busy
+		}
+		p.inFlight++
+		go p.send(batch, keys)
+	}
+}
+
+// takeLocked removes the next batch from the queue: messages in arrival
+// order, skipping (and keeping) those of keys already in flight, so a key is
+// never in two requests at once.
+func (p *Publisher) takeLocked() ([]*pending, []string) {
+	var batch []*pending
+	var keys []string
+	rest := p.queue[:0]
+	size := 0
+	blocked := map[string]bool{}
+	for _, pd := range p.queue {
+		k := pd.msg.OrderingKey
+		if len(batch) >= p.opts.CountThreshold || size+pd.size > p.opts.ByteThreshold && len(batch) > 0 ||
+			(k != "" && (p.busyKeys[k] || blocked[k])) {
+			if k != "" {
+				blocked[k] = true // later messages of this key stay behind it
+			}
+			rest = append(rest, pd)
+			continue
+		}
+		batch = append(batch, pd)
+		size += pd.size
+		if k != "" && !p.busyKeys[k] {
+			p.busyKeys[k] = true
+			keys = append(keys, k)
+		}
+	}
+	for i := len(rest); i < len(p.queue); i++ {
+		p.queue[i] = nil
+	}
+	p.queue = rest
+	p.bytes -= size
+	return batch, keys
+}
+
+// send publishes one batch and tells each of its messages the result.
+func (p *Publisher) send(batch []*pending, keys []string) {
+	msgs := make([]*pubsubpb.PubsubMessage, len(batch))
+	for i, pd := range batch {
+		msgs[i] = pd.msg
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), p.opts.Timeout)
+	_, err := p.rpc.Publish(ctx, &pubsubpb.PublishRequest{Topic: p.topic, Messages: msgs})
+	cancel()
+	for _, pd := range batch {
+		pd.done <- err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, k := range keys {
+		delete(p.busyKeys, k)
+	}
+	p.inFlight--
+	p.idle.Broadcast()
+	// Under load the queue filled while this request ran: send it now
+	// rather than wait for the delay.
+	p.dispatchLocked(true)
+}
+
+// Stop sends what is queued, waits for every request in flight, and stops
+// the publisher; later Publish calls fail with ErrStopped.
 func (p *Publisher) Stop() {
-	p.p.Stop()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stopped = true
+	if p.timer != nil {
+		p.timer.Stop()
+		p.timer = nil
+	}
+	for len(p.queue) > 0 || p.inFlight > 0 {
+		p.dispatchLocked(true)
+		p.idle.Wait()
+	}
 }

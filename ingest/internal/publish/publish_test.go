@@ -1,0 +1,166 @@
+package publish
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"github.com/googleapis/gax-go/v2"
+
+	"github.com/startdeliver/segment-destination/shared/envelope"
+)
+
+// fakeRPC records Publish requests, checks that no ordering key is in two
+// requests at once, and answers after a short delay.
+type fakeRPC struct {
+	mu       sync.Mutex
+	requests [][]*pubsubpb.PubsubMessage
+	inFlight map[string]bool
+	overlap  []string
+	delay    time.Duration
+	err      error
+}
+
+func (f *fakeRPC) Publish(_ context.Context, req *pubsubpb.PublishRequest, _ ...gax.CallOption) (*pubsubpb.PublishResponse, error) {
+	f.mu.Lock()
+	if f.inFlight == nil {
+		f.inFlight = map[string]bool{}
+	}
+	keys := map[string]bool{}
+	for _, m := range req.Messages {
+		if m.OrderingKey == "" {
+			continue
+		}
+		if f.inFlight[m.OrderingKey] {
+			f.overlap = append(f.overlap, m.OrderingKey)
+		}
+		keys[m.OrderingKey] = true
+	}
+	for k := range keys {
+		f.inFlight[k] = true
+	}
+	f.requests = append(f.requests, req.Messages)
+	err := f.err
+	f.mu.Unlock()
+	time.Sleep(f.delay)
+	f.mu.Lock()
+	for k := range keys {
+		delete(f.inFlight, k)
+	}
+	f.mu.Unlock()
+	return &pubsubpb.PublishResponse{}, err
+}
+
+func msg(key, id string) *envelope.Encoded {
+	return &envelope.Encoded{Data: []byte(id), Attributes: map[string]string{envelope.AttrMessageID: id}, OrderingKey: key}
+}
+
+// TestBatchesAcrossKeysAndKeepsOrder: 40 people publish 10 events each,
+// one after the other without waiting for confirmations, so a person's later
+// events queue while earlier ones are in flight. The events travel in few
+// requests, no key is ever in two requests at once, and each person's
+// events arrive in the order they were published.
+func TestBatchesAcrossKeysAndKeepsOrder(t *testing.T) {
+	f := &fakeRPC{delay: 2 * time.Millisecond}
+	p := newPublisher(f, "projects/p/topics/t", Options{MaxInFlight: 4})
+	var wg sync.WaitGroup
+	for i := range 10 {
+		for person := range 40 {
+			p.mu.Lock()
+			before := p.enqueued
+			p.mu.Unlock()
+			wg.Go(func() {
+				if err := p.Publish(context.Background(), msg(fmt.Sprint("k", person), fmt.Sprintf("%d-%d", person, i))); err != nil {
+					t.Errorf("Publish: %v", err)
+				}
+			})
+			for { // wait until this one is queued: the order is then fixed
+				p.mu.Lock()
+				n := p.enqueued
+				p.mu.Unlock()
+				if n > before {
+					break
+				}
+				runtime.Gosched()
+			}
+		}
+	}
+	wg.Wait()
+	p.Stop()
+	total := 0
+	next := map[string]int{}
+	for _, req := range f.requests {
+		for _, m := range req {
+			total++
+			var person, i int
+			if _, err := fmt.Sscanf(string(m.Data), "%d-%d", &person, &i); err != nil {
+				t.Fatal(err)
+			}
+			if want := next[m.OrderingKey]; i != want {
+				t.Errorf("key %s: event %d arrived when %d was due", m.OrderingKey, i, want)
+			}
+			next[m.OrderingKey] = i + 1
+		}
+	}
+	if total != 400 {
+		t.Errorf("published %d messages, want 400", total)
+	}
+	if len(f.overlap) > 0 {
+		t.Errorf("keys in two requests at once: %v", f.overlap)
+	}
+	if n := len(f.requests); n > 100 {
+		t.Errorf("%d requests for 400 messages of 40 keys, want batching across keys", n)
+	}
+}
+
+func TestErrorReachesEveryWaiter(t *testing.T) {
+	f := &fakeRPC{err: errors.New("unavailable")}
+	p := newPublisher(f, "projects/p/topics/t", Options{})
+	var wg sync.WaitGroup
+	errs := make([]error, 20)
+	for i := range errs {
+		wg.Go(func() { errs[i] = p.Publish(context.Background(), msg(fmt.Sprint("k", i), fmt.Sprint(i))) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err == nil {
+			t.Errorf("Publish %d = nil, want the request's error", i)
+		}
+	}
+	// The keys are free again: a later publish of the same key goes out.
+	f.mu.Lock()
+	f.err = nil
+	f.mu.Unlock()
+	if err := p.Publish(context.Background(), msg("k1", "again")); err != nil {
+		t.Errorf("Publish after a failure = %v, want nil", err)
+	}
+}
+
+func TestTimeoutAndStop(t *testing.T) {
+	f := &fakeRPC{delay: 300 * time.Millisecond}
+	p := newPublisher(f, "projects/p/topics/t", Options{Timeout: 50 * time.Millisecond})
+	if err := p.Publish(context.Background(), msg("k", "slow")); err == nil {
+		t.Errorf("Publish past the timeout = nil, want an error")
+	}
+	p.Stop()
+	if err := p.Publish(context.Background(), msg("k", "late")); !errors.Is(err, ErrStopped) {
+		t.Errorf("Publish after Stop = %v, want ErrStopped", err)
+	}
+}
+
+func TestWithoutOrdering(t *testing.T) {
+	f := &fakeRPC{}
+	p := newPublisher(f, "projects/p/topics/t", Options{DisableOrdering: true})
+	if err := p.Publish(context.Background(), msg("k", "x")); err != nil {
+		t.Fatal(err)
+	}
+	p.Stop()
+	if got := f.requests[0][0].OrderingKey; got != "" {
+		t.Errorf("ordering key = %q, want none", got)
+	}
+}
