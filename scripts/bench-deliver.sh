@@ -3,4 +3,4 @@
 # a markdown section for docs/benchmarks.md. Needs the emulators.
 set -euo pipefail
 cd "$(dirname "$0")/../deliver"
-DELIVER_BENCH=1 go test -count=1 -run '^TestBenchDeliver$' -timeout 15m . | sed -n '/^## deliver/,/^$/p'
+DELIVER_BENCH=1 go test -v -count=1 -run '^TestBenchDeliver$' -timeout 15m . | sed -n '/^## deliver/,/^--- /p' | sed '$d'
