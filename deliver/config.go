@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/startdeliver/segment-destination/shared/accountstore"
+	"github.com/startdeliver/segment-destination/shared/envconfig"
 )
 
 // config is deliver's configuration, read from the environment.
@@ -69,45 +70,43 @@ type config struct {
 
 func loadConfig(getenv func(string) string) (*config, error) {
 	c := &config{
-		Port:                 or(getenv("PORT"), "8081"),
+		Port:                 envconfig.String(getenv, "PORT", "8081"),
 		Host:                 getenv("HOST"),
 		Project:              getenv("GOOGLE_CLOUD_PROJECT"),
-		Mode:                 or(getenv("DELIVER_MODE"), "pull"),
-		Topic:                or(getenv("PUBSUB_TOPIC"), "segment-events"),
-		Subscription:         or(getenv("PUBSUB_SUBSCRIPTION"), "segment-events-deliver"),
-		DeadLetterTopic:      or(getenv("DEAD_LETTER_TOPIC"), "segment-events-dead"),
-		FirestoreDatabase:    or(getenv("FIRESTORE_DATABASE"), "(default)"),
-		AccountsCollection:   or(getenv("ACCOUNTS_COLLECTION"), "accounts"),
-		DeliveriesCollection: or(getenv("DELIVERIES_COLLECTION"), "deliveries"),
-		IdentitiesCollection: or(getenv("IDENTITIES_COLLECTION"), "identities"),
-		StartdeliverURL:      or(getenv("STARTDELIVER_API_URL"), "https://app.startdeliver.com/api/v1"),
+		Mode:                 envconfig.String(getenv, "DELIVER_MODE", "pull"),
+		Topic:                envconfig.String(getenv, "PUBSUB_TOPIC", "segment-events"),
+		Subscription:         envconfig.String(getenv, "PUBSUB_SUBSCRIPTION", "segment-events-deliver"),
+		DeadLetterTopic:      envconfig.String(getenv, "DEAD_LETTER_TOPIC", "segment-events-dead"),
+		FirestoreDatabase:    envconfig.String(getenv, "FIRESTORE_DATABASE", "(default)"),
+		AccountsCollection:   envconfig.String(getenv, "ACCOUNTS_COLLECTION", "accounts"),
+		DeliveriesCollection: envconfig.String(getenv, "DELIVERIES_COLLECTION", "deliveries"),
+		IdentitiesCollection: envconfig.String(getenv, "IDENTITIES_COLLECTION", "identities"),
+		StartdeliverURL:      envconfig.String(getenv, "STARTDELIVER_API_URL", "https://app.startdeliver.com/api/v1"),
 		PushAudience:         getenv("PUSH_AUDIENCE"),
 		PushServiceAccount:   getenv("PUSH_SERVICE_ACCOUNT"),
-		LogLevel:             or(getenv("LOG_LEVEL"), "info"),
+		LogLevel:             envconfig.String(getenv, "LOG_LEVEL", "info"),
 		Emulator:             getenv("PUBSUB_EMULATOR_HOST") != "",
 	}
 	var err error
-	if c.ConfigCacheTTL, err = duration(getenv, "CONFIG_CACHE_TTL", accountstore.MaxTTL); err != nil {
+	if c.ConfigCacheTTL, err = envconfig.Duration(getenv, "CONFIG_CACHE_TTL", accountstore.MaxTTL); err != nil {
 		return nil, err
 	}
-	if c.AckExtension, err = duration(getenv, "PULL_ACK_EXTENSION", 30*time.Second); err != nil {
+	if c.AckExtension, err = envconfig.Duration(getenv, "PULL_ACK_EXTENSION", 30*time.Second); err != nil {
 		return nil, err
 	}
-	if c.Streams, err = integer(getenv, "PULL_STREAMS", 4); err != nil {
+	if c.Streams, err = envconfig.Int(getenv, "PULL_STREAMS", 4); err != nil {
 		return nil, err
 	}
-	if c.MaxOutstanding, err = integer(getenv, "PULL_MAX_OUTSTANDING", 256); err != nil {
+	if c.MaxOutstanding, err = envconfig.Int(getenv, "PULL_MAX_OUTSTANDING", 256); err != nil {
 		return nil, err
 	}
-	if c.PerAccount, err = integer(getenv, "ACCOUNT_CONCURRENCY", 8); err != nil {
+	if c.PerAccount, err = envconfig.Int(getenv, "ACCOUNT_CONCURRENCY", 8); err != nil {
 		return nil, err
 	}
-	c.ConfigListener = c.Mode == "pull"
-	if v := getenv("CONFIG_LISTENER"); v != "" {
-		if c.ConfigListener, err = strconv.ParseBool(v); err != nil {
-			return nil, fmt.Errorf("CONFIG_LISTENER=%q: want true or false", v)
-		}
+	if c.ConfigListener, err = envconfig.Bool(getenv, "CONFIG_LISTENER", c.Mode == "pull"); err != nil {
+		return nil, err
 	}
+
 	return c, c.validate()
 }
 
@@ -131,35 +130,4 @@ func (c *config) validate() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func or(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
-}
-
-func duration(getenv func(string) string, name string, def time.Duration) (time.Duration, error) {
-	v := getenv(name)
-	if v == "" {
-		return def, nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		return 0, fmt.Errorf("%s=%q: want a duration such as 10m", name, v)
-	}
-	return d, nil
-}
-
-func integer(getenv func(string) string, name string, def int) (int, error) {
-	v := getenv(name)
-	if v == "" {
-		return def, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil {
-		return 0, fmt.Errorf("%s=%q: want a number", name, v)
-	}
-	return n, nil
 }

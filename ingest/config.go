@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/startdeliver/segment-destination/shared/accountstore"
+	"github.com/startdeliver/segment-destination/shared/envconfig"
 )
 
 // config is ingest's configuration, read from the environment.
@@ -44,30 +45,27 @@ type config struct {
 
 func loadConfig(getenv func(string) string) (*config, error) {
 	c := &config{
-		Port:               or(getenv("PORT"), "8080"),
+		Port:               envconfig.String(getenv, "PORT", "8080"),
 		Host:               getenv("HOST"),
 		Project:            getenv("GOOGLE_CLOUD_PROJECT"),
-		Topic:              or(getenv("PUBSUB_TOPIC"), "segment-events"),
-		FirestoreDatabase:  or(getenv("FIRESTORE_DATABASE"), "(default)"),
-		AccountsCollection: or(getenv("ACCOUNTS_COLLECTION"), "accounts"),
-		LogLevel:           or(getenv("LOG_LEVEL"), "info"),
+		Topic:              envconfig.String(getenv, "PUBSUB_TOPIC", "segment-events"),
+		FirestoreDatabase:  envconfig.String(getenv, "FIRESTORE_DATABASE", "(default)"),
+		AccountsCollection: envconfig.String(getenv, "ACCOUNTS_COLLECTION", "accounts"),
+		LogLevel:           envconfig.String(getenv, "LOG_LEVEL", "info"),
 		Emulator:           getenv("PUBSUB_EMULATOR_HOST") != "",
 	}
 	var err error
-	if c.ConfigCacheTTL, err = duration(getenv, "CONFIG_CACHE_TTL", accountstore.MaxTTL); err != nil {
+	if c.ConfigCacheTTL, err = envconfig.Duration(getenv, "CONFIG_CACHE_TTL", accountstore.MaxTTL); err != nil {
 		return nil, err
 	}
-	if c.PublishDelay, err = duration(getenv, "PUBSUB_PUBLISH_DELAY", time.Millisecond); err != nil {
+	if c.PublishDelay, err = envconfig.Duration(getenv, "PUBSUB_PUBLISH_DELAY", time.Millisecond); err != nil {
 		return nil, err
 	}
-	if c.PublishTimeout, err = duration(getenv, "PUBSUB_PUBLISH_TIMEOUT", 10*time.Second); err != nil {
+	if c.PublishTimeout, err = envconfig.Duration(getenv, "PUBSUB_PUBLISH_TIMEOUT", 10*time.Second); err != nil {
 		return nil, err
 	}
-	c.Ordering = true
-	if v := getenv("PUBSUB_ORDERING"); v != "" {
-		if c.Ordering, err = strconv.ParseBool(v); err != nil {
-			return nil, fmt.Errorf("PUBSUB_ORDERING=%q: want true or false", v)
-		}
+	if c.Ordering, err = envconfig.Bool(getenv, "PUBSUB_ORDERING", true); err != nil {
+		return nil, err
 	}
 	return c, c.validate()
 }
@@ -84,23 +82,4 @@ func (c *config) validate() error {
 		errs = append(errs, fmt.Errorf("PORT=%q: want a port number", c.Port))
 	}
 	return errors.Join(errs...)
-}
-
-func or(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
-}
-
-func duration(getenv func(string) string, name string, def time.Duration) (time.Duration, error) {
-	v := getenv(name)
-	if v == "" {
-		return def, nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		return 0, fmt.Errorf("%s=%q: want a duration such as 10m", name, v)
-	}
-	return d, nil
 }

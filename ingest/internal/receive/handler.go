@@ -239,6 +239,25 @@ func (h *Handler) authorize(ctx context.Context, key string) (string, *httpError
 	}
 }
 
+// headerAccount authorizes the key of the Authorization header, when there
+// is one (present reports it).
+func (h *Handler) headerAccount(ctx context.Context, r *http.Request) (key, accountID string, present bool, herr *httpError) {
+	if key, present, herr = headerKey(r); herr != nil || !present {
+		return key, "", present, herr
+	}
+	accountID, herr = h.authorize(ctx, key)
+	return key, accountID, true, herr
+}
+
+// writeKeyAccount authorizes a body's writeKey, the Tracking API's other
+// place for the key.
+func (h *Handler) writeKeyAccount(ctx context.Context, writeKey string) (string, *httpError) {
+	if writeKey == "" {
+		return "", fail(http.StatusUnauthorized, "missing API key: send it as the Basic auth username or as writeKey")
+	}
+	return h.authorize(ctx, writeKey)
+}
+
 // destination serves POST /: one event as Segment delivers it to a partner
 // destination.
 func (h *Handler) destination(w http.ResponseWriter, r *http.Request) {
@@ -299,17 +318,10 @@ func (h *Handler) tracking(w http.ResponseWriter, r *http.Request) {
 		h.answer(ctx, w, herr)
 		return
 	}
-	key, present, herr := headerKey(r)
+	key, accountID, present, herr := h.headerAccount(ctx, r)
 	if herr != nil {
 		h.answer(ctx, w, herr)
 		return
-	}
-	var accountID string
-	if present {
-		if accountID, herr = h.authorize(ctx, key); herr != nil {
-			h.answer(ctx, w, herr)
-			return
-		}
 	}
 	ev, err := segment.Decode(body)
 	if err != nil {
@@ -317,12 +329,8 @@ func (h *Handler) tracking(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !present {
-		if ev.WriteKey == "" {
-			h.answer(ctx, w, fail(http.StatusUnauthorized, "missing API key: send it as the Basic auth username or as writeKey"))
-			return
-		}
 		key = ev.WriteKey
-		if accountID, herr = h.authorize(ctx, key); herr != nil {
+		if accountID, herr = h.writeKeyAccount(ctx, key); herr != nil {
 			h.answer(ctx, w, herr)
 			return
 		}
@@ -399,17 +407,10 @@ func (h *Handler) batch(w http.ResponseWriter, r *http.Request) {
 		h.answer(ctx, w, herr)
 		return
 	}
-	key, present, herr := headerKey(r)
+	key, accountID, present, herr := h.headerAccount(ctx, r)
 	if herr != nil {
 		h.answer(ctx, w, herr)
 		return
-	}
-	var accountID string
-	if present {
-		if accountID, herr = h.authorize(ctx, key); herr != nil {
-			h.answer(ctx, w, herr)
-			return
-		}
 	}
 	b, err := segment.DecodeBatch(body)
 	if err != nil {
@@ -418,11 +419,7 @@ func (h *Handler) batch(w http.ResponseWriter, r *http.Request) {
 	}
 	if !present {
 		key = b.WriteKey
-		if key == "" {
-			h.answer(ctx, w, fail(http.StatusUnauthorized, "missing API key: send it as the Basic auth username or as writeKey"))
-			return
-		}
-		if accountID, herr = h.authorize(ctx, key); herr != nil {
+		if accountID, herr = h.writeKeyAccount(ctx, key); herr != nil {
 			h.answer(ctx, w, herr)
 			return
 		}
