@@ -323,6 +323,7 @@ func (p *Processor) config(ctx context.Context, accountID string) (*accountstore
 	defer span.End()
 	entry, source, err := p.opts.Accounts.Lookup(ctx, accountID)
 	span.SetAttributes(attribute.String("config.source", string(source)))
+	p.metrics.lookup(ctx, source, err)
 	switch {
 	case errors.Is(err, accountstore.ErrUnknown):
 		span.SetStatus(codes.Error, "unknown account")
