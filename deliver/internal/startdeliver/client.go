@@ -27,6 +27,7 @@ import (
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/singleflight"
@@ -76,15 +77,18 @@ type Options struct {
 	// (STARTDELIVER_API_URL; default DefaultBaseURL).
 	DefaultBaseURL string
 	// HTTPClient sends the requests. Default: one client with an
-	// OpenTelemetry transport (spans named "GET /user"; query values
-	// redacted from url.full; W3C trace context injected), connection reuse
-	// and AttemptTimeout per attempt.
+	// OpenTelemetry transport (spans named "GET /user" with url.template
+	// "/user"; query values redacted from url.full; W3C trace context
+	// injected; the http.client.request.duration histogram by method,
+	// url.template and status), connection reuse and AttemptTimeout per
+	// attempt.
 	HTTPClient *http.Client
 	// AttemptTimeout bounds one HTTP attempt of the default HTTPClient (default 10s).
 	AttemptTimeout time.Duration
-	// TracerProvider and Propagators feed the default HTTPClient's transport;
-	// nil means the global ones.
+	// TracerProvider, MeterProvider and Propagators feed the default
+	// HTTPClient's transport; nil means the global ones.
 	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
 	Propagators    propagation.TextMapPropagator
 	// Retry configures in-process retries.
 	Retry Retry
@@ -121,7 +125,19 @@ type Client struct {
 	jitter    func(time.Duration) time.Duration
 }
 
+// routeKey holds the call's "METHOD /template" in a request's context, for
+// the transport's span name and attributes.
 type routeKey struct{}
+
+// urlTemplate is the route template of a request made by attempt ("/user/{id}").
+func urlTemplate(r *http.Request) (string, bool) {
+	route, ok := r.Context().Value(routeKey{}).(string)
+	if !ok {
+		return "", false
+	}
+	_, tmpl, _ := strings.Cut(route, " ")
+	return tmpl, true
+}
 
 // New builds a Client from opts; zero fields take production defaults.
 func New(opts Options) *Client {
@@ -184,9 +200,20 @@ func defaultHTTPClient(opts Options) *http.Client {
 			}
 			return r.Method
 		}),
+		// Call latency and status by route: templates keep the
+		// cardinality small (ids stay out).
+		otelhttp.WithMetricAttributesFn(func(r *http.Request) []attribute.KeyValue {
+			if tmpl, ok := urlTemplate(r); ok {
+				return []attribute.KeyValue{attribute.String("url.template", tmpl)}
+			}
+			return nil
+		}),
 	}
 	if opts.TracerProvider != nil {
 		otelOpts = append(otelOpts, otelhttp.WithTracerProvider(opts.TracerProvider))
+	}
+	if opts.MeterProvider != nil {
+		otelOpts = append(otelOpts, otelhttp.WithMeterProvider(opts.MeterProvider))
 	}
 	if opts.Propagators != nil {
 		otelOpts = append(otelOpts, otelhttp.WithPropagators(opts.Propagators))
@@ -198,10 +225,15 @@ func defaultHTTPClient(opts Options) *http.Client {
 // redactingTransport runs inside the OpenTelemetry transport and replaces
 // the span's url.full with a form whose query values are redacted: find
 // URLs carry filter values (emails, user ids) that do not belong in traces.
+// It also names the span's route template (url.template).
 type redactingTransport struct{ base http.RoundTripper }
 
 func (t redactingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if span := trace.SpanFromContext(r.Context()); span.IsRecording() && r.URL.RawQuery != "" {
+	span := trace.SpanFromContext(r.Context())
+	if tmpl, ok := urlTemplate(r); ok && span.IsRecording() {
+		span.SetAttributes(attribute.String("url.template", tmpl))
+	}
+	if span.IsRecording() && r.URL.RawQuery != "" {
 		u := *r.URL
 		u.User = nil
 		q := u.Query()
