@@ -372,7 +372,7 @@ func (h *Handler) prepare(ev *segment.Event, typ segment.Type) *httpError {
 	if ev.ReceivedAt.IsZero() {
 		ev.SetReceivedAt(h.opts.Now())
 	}
-	h.metrics.received.Add(context.Background(), 1, metric.WithAttributes(attribute.String("type", string(ev.Type))))
+	h.metrics.received.Add(context.Background(), 1, metric.WithAttributes(attribute.String("type", typeLabel(ev.Type))))
 	if err := ev.Validate(); err != nil {
 		return fail(http.StatusBadRequest, "invalid event: %v", err)
 	}

@@ -5,6 +5,8 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/startdeliver/segment-destination/shared/segment"
 )
 
 // metrics are ingest's instruments: every event received, published or
@@ -28,4 +30,14 @@ func newMetrics(m metric.Meter) *metrics {
 
 func (m *metrics) reject(ctx context.Context, status int, reason string) {
 	m.rejected.Add(ctx, 1, metric.WithAttributes(attribute.Int("http.response.status_code", status), attribute.String("reason", reason)))
+}
+
+// typeLabel is an event's type as a metric attribute: the caller's value
+// only when it is one of Segment's types, so that a caller cannot make up
+// new time series.
+func typeLabel(t segment.Type) string {
+	if t.Known() {
+		return string(t)
+	}
+	return "unknown"
 }

@@ -9,7 +9,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 )
 
-// TestMetrics counts events received, published and rejected by reason.
+// TestMetrics counts events received (by type), published and rejected by
+// reason.
 func TestMetrics(t *testing.T) {
 	reader := sdkmetric.NewManualReader()
 	prev := otel.GetMeterProvider()
@@ -22,6 +23,7 @@ func TestMetrics(t *testing.T) {
 	req{path: "/", body: track, header: auth}.do(t, h)
 	req{path: "/", body: `{"type":"track","userId":"u"}`, header: auth}.do(t, h)
 	req{path: "/", body: track, header: map[string]string{"Authorization": basic("nope")}}.do(t, h)
+	req{path: "/", body: `{"type":"made-up-1","userId":"u","messageId":"x"}`, header: auth}.do(t, h)
 
 	var rm metricdata.ResourceMetrics
 	if err := reader.Collect(context.Background(), &rm); err != nil {
@@ -36,15 +38,20 @@ func TestMetrics(t *testing.T) {
 					if r, ok := dp.Attributes.Value("reason"); ok {
 						name += "/" + r.AsString()
 					}
+					if typ, ok := dp.Attributes.Value("type"); ok && m.Name == "ingest.events.received" {
+						sums[name+"{type="+typ.AsString()+"}"] += dp.Value
+					}
 					sums[name] += dp.Value
 				}
 			}
 		}
 	}
 	want := map[string]int64{
-		"ingest.events.received":                 3,
+		"ingest.events.received":                 4,
+		"ingest.events.received{type=track}":     3,
+		"ingest.events.received{type=unknown}":   1, // a made-up type is not a new series
 		"ingest.events.published":                2,
-		"ingest.events.rejected/invalid":         1,
+		"ingest.events.rejected/invalid":         2,
 		"ingest.events.rejected/unauthenticated": 1,
 	}
 	for k, v := range want {
