@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -80,15 +81,20 @@ func readSpans(t *testing.T, file string) []exportedSpan {
 }
 
 // tracedPipeline runs ingest and deliver as processes that both export
-// spans to one console file, flushed every 100ms.
+// spans to one console file, flushed every 100ms, and metrics to another
+// (metricsFile), every 200ms.
 func tracedPipeline(t *testing.T) (p *pipeline, file string, deliverLogs *syncBuffer) {
 	t.Helper()
-	file = filepath.Join(t.TempDir(), "traces.jsonl")
+	dir := t.TempDir()
+	file = filepath.Join(dir, "traces.jsonl")
 	otel := map[string]string{
-		"OTEL_TRACES_EXPORTER":    "console",
-		"OTEL_CONSOLE_FILE":       file,
-		"OTEL_BSP_SCHEDULE_DELAY": "100",
-		"LOG_LEVEL":               "debug",
+		"OTEL_TRACES_EXPORTER":        "console",
+		"OTEL_CONSOLE_FILE":           file,
+		"OTEL_BSP_SCHEDULE_DELAY":     "100",
+		"OTEL_METRICS_EXPORTER":       "console",
+		"OTEL_CONSOLE_METRICS_FILE":   metricsFile(file),
+		"OTEL_METRIC_EXPORT_INTERVAL": "200",
+		"LOG_LEVEL":                   "debug",
 	}
 	p = newPipeline(t, pipelineOptions{noDeliver: true, ingestEnv: otel, deliverEnv: otel})
 	_, deliverLogs = p.startDeliverProcessLogs(buildBinary(t, "deliver", "."))
@@ -193,6 +199,51 @@ func TestOneTracePerEvent(t *testing.T) {
 	if !strings.Contains(deliverLogs.String(), `"logging.googleapis.com/trace"`) {
 		t.Errorf("deliver's log lines carry no trace field")
 	}
+
+	// Both services' metrics tell the same story, by account hash, and
+	// hold no key either.
+	acct := envelope.AccountID(key)
+	keys := map[string][]string{
+		"ingest.events.received":       {"type"},
+		"ingest.events.published":      {"type", "account"},
+		"deliver.events":               {"outcome", "type", "account"},
+		"deliver.config.lookups":       {"source", "result"},
+		"deliver.end_to_end.duration":  {"type"},
+		"http.client.request.duration": {"http.request.method", "url.template", "http.response.status_code"},
+	}
+	wantMetrics := map[string]float64{
+		"ingest.events.received{type=track}":                                                                       1,
+		"ingest.events.published{type=track,account=" + acct + "}":                                                 1,
+		"deliver.events{outcome=delivered,type=track,account=" + acct + "}":                                        1,
+		"deliver.config.lookups{source=firestore,result=found}":                                                    1,
+		"deliver.end_to_end.duration{type=track}":                                                                  1,
+		"http.client.request.duration{http.request.method=POST,url.template=/usage,http.response.status_code=200}": 1,
+	}
+	exported := func(got map[string]float64) bool {
+		for k, v := range wantMetrics {
+			if got[k] != v {
+				return false
+			}
+		}
+		return true
+	}
+	got := readMetrics(t, metricsFile(file), keys)
+	for deadline := time.Now().Add(30 * time.Second); !exported(got) && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		got = readMetrics(t, metricsFile(file), keys)
+	}
+	for k, v := range wantMetrics {
+		if got[k] != v {
+			t.Errorf("exported %s = %v, want %v (all: %v)", k, got[k], v, got)
+		}
+	}
+	raw, err = os.ReadFile(metricsFile(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(raw), key) {
+		t.Errorf("the API key appears in the metrics")
+	}
 }
 
 // TestTraceWithoutCaller: without a caller's traceparent, ingest's server
@@ -232,6 +283,85 @@ func TestTraceWithoutCaller(t *testing.T) {
 	if roots != 1 {
 		t.Errorf("the trace has %d roots, want 1", roots)
 	}
+}
+
+// metricsFile is where tracedPipeline's processes export metrics, next to
+// the spans' file.
+func metricsFile(spans string) string {
+	return filepath.Join(filepath.Dir(spans), "metrics.jsonl")
+}
+
+// exportedMetrics is one line of the console metric exporter's file
+// (stdoutmetric's JSON form of one collection).
+type exportedMetrics struct {
+	ScopeMetrics []struct {
+		Metrics []struct {
+			Name string
+			Data struct {
+				DataPoints []struct {
+					Attributes []struct {
+						Key   string
+						Value struct{ Value any }
+					}
+					Value *float64 // sums
+					Count *float64 // histograms
+				}
+			}
+		}
+	}
+}
+
+// readMetrics returns, per metric and the attributes named in keys (in
+// that order), the highest value any process exported (the counts are
+// cumulative): "deliver.events{outcome=delivered}" → 1.
+func readMetrics(t *testing.T, file string, keys map[string][]string) map[string]float64 {
+	t.Helper()
+	raw, err := os.ReadFile(file)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for line := range strings.Lines(string(raw)) {
+		var rm exportedMetrics
+		if json.Unmarshal([]byte(line), &rm) != nil {
+			continue
+		}
+		for _, sm := range rm.ScopeMetrics {
+			for _, m := range sm.Metrics {
+				names, ok := keys[m.Name]
+				if !ok {
+					continue
+				}
+				// One process's data points of one collection add up per
+				// selected attributes; the other attributes are summed over.
+				sums := map[string]float64{}
+				for _, dp := range m.Data.DataPoints {
+					attrs := map[string]string{}
+					for _, a := range dp.Attributes {
+						attrs[a.Key] = fmt.Sprint(a.Value.Value)
+					}
+					var parts []string
+					for _, k := range names {
+						parts = append(parts, k+"="+attrs[k])
+					}
+					id := m.Name + "{" + strings.Join(parts, ",") + "}"
+					switch {
+					case dp.Count != nil:
+						sums[id] += *dp.Count
+					case dp.Value != nil:
+						sums[id] += *dp.Value
+					}
+				}
+				for id, v := range sums {
+					out[id] = max(out[id], v)
+				}
+			}
+		}
+	}
+	return out
 }
 
 func hasSpans(spans []exportedSpan, names []string) bool {
