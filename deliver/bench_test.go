@@ -1,16 +1,33 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"cloud.google.com/go/firestore"
+	"cloud.google.com/go/firestore/apiv1/firestorepb"
 	"cloud.google.com/go/pubsub/v2"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/startdeliver/segment-destination/deliver/internal/dedupe"
 	"github.com/startdeliver/segment-destination/deliver/internal/delivery"
@@ -25,204 +42,751 @@ import (
 	"github.com/startdeliver/segment-destination/shared/segment"
 )
 
-// TestBenchDeliver measures deliver against the emulators and the stand-in
-// with 20 ms added to every Startdeliver call, and prints a markdown report.
-// It runs only with DELIVER_BENCH=1 (scripts/bench-deliver.sh; make bench).
+// Benchmark shape. The stand-in adds benchLatency to every Startdeliver
+// call; deliver holds benchOutstanding messages and benchPerAccount events
+// of one account at once, so min(outstanding, accounts × per-account)
+// events are in flight.
+const (
+	benchLatency     = 20 * time.Millisecond
+	benchAccounts    = 8
+	benchPerAccount  = 8
+	benchOutstanding = 256
+	benchStreams     = 4
+	benchUsers       = 50 // known users per account
+	benchKnown       = 4000
+	benchNew         = 1000
+	benchLimited     = 1200 // events of the run with deliver's default rate limiter
+
+	// The memory runs use the deliver binary itself, with more accounts so
+	// that its per-account rate limiter (20 requests/s) is not what paces it.
+	memAccounts  = 32
+	memUsers     = 10
+	memProcessed = 4000
+)
+
+// TestBenchDeliver measures deliver against Google's Pub/Sub and Firestore
+// emulators and the Startdeliver stand-in with 20 ms added to every call,
+// with baselines measured in the same run, and prints a markdown section
+// for docs/benchmarks.md. It runs only with DELIVER_BENCH=1
+// (scripts/bench-deliver.sh; make bench).
 func TestBenchDeliver(t *testing.T) {
 	if os.Getenv("DELIVER_BENCH") != "1" {
-		t.Skip("a benchmark: set DELIVER_BENCH=1 (make bench does)")
+		t.Skip("a benchmark: set DELIVER_BENCH=1 (scripts/bench-deliver.sh, make bench)")
 	}
 	env := emulatortest.Require(t)
 	ps := emulatortest.PubSub(t, env)
-	fs := emulatortest.Firestore(t, env)
-	const (
-		latency     = 20 * time.Millisecond
-		accounts    = 8
-		perAccount  = 8
-		outstanding = 256
-		events      = 4000
-		backlog     = 100_000
-	)
-	concurrency := min(outstanding, accounts*perAccount)
-	ideal := float64(concurrency) / latency.Seconds()
+	fs, wire := countingFirestore(t, env)
+	concurrency := min(benchOutstanding, benchAccounts*benchPerAccount)
+	ideal := float64(concurrency) / benchLatency.Seconds()
+	b := &bench{t: t, env: env, ps: ps, fs: fs, wire: wire}
 
-	// bench is one run: fresh topic, subscription, collections and stand-in.
-	type run struct {
-		eventsPerSec float64
-		callsPerEv   float64
-		reads        int64
-		peakHeap     uint64
-		processed    int64
-		nacked       int64
+	// Baselines, at deliver's concurrency.
+	load0 := loadAverage()
+	// Warm the emulators' JVMs up first: a fresh emulator is several times
+	// slower until its code is compiled.
+	b.pipeline("warmup", 1000, false, true)
+	fsIdle, psIdle := b.idleCPU(2 * time.Second)
+	t.Logf("emulators idle: Firestore %.0f%%, Pub/Sub %.0f%% of a core", fsIdle*100, psIdle*100)
+
+	bare, bareCPU := b.bareCalls(concurrency, benchKnown)
+	t.Logf("baseline bare calls: %.0f/s, %s CPU each", bare, bareCPU)
+	fsRate, fsOpCPU := b.firestoreReadWrite(concurrency, benchKnown)
+	t.Logf("baseline Firestore read+write: %.0f/s, %s emulator CPU each", fsRate, fsOpCPU)
+	psRate, psMsgCPU := b.pubsubReceive(benchKnown)
+	t.Logf("baseline Pub/Sub receive+ack: %.0f/s, %s emulator CPU each", psRate, psMsgCPU)
+
+	known := b.pipeline("known", benchKnown, false, true)
+	t.Logf("known: %+v", known)
+	fresh := b.pipeline("new", benchNew, true, true)
+	t.Logf("new: %+v", fresh)
+	limited := b.pipeline("limited", benchLimited, false, false)
+	t.Logf("limited: %+v", limited)
+
+	bin := b.deliverBinary()
+	mem10k := b.memory(bin, 10_000)
+	t.Logf("memory 10k: %+v", mem10k)
+	mem100k := b.memory(bin, 100_000)
+	t.Logf("memory 100k: %+v", mem100k)
+
+	load1 := loadAverage()
+	ratio := func(a, b float64) string {
+		if b <= 0 {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.2f", a/b)
 	}
-	benchRun := func(name string, n int, newUsers bool, stopAfter int, ordered bool) run {
-		topic := emulatortest.Name(t, "bench-"+name)
-		emulatortest.CreateTopic(t, ps, env.Project, topic)
-		emulatortest.CreateTopic(t, ps, env.Project, topic+"-dead")
-		emulatortest.CreateSubscription(t, ps, env.Project, topic, topic+"-sub", emulatortest.SubscriptionOptions{Ordering: true, AckDeadline: 60 * time.Second})
-		col := emulatortest.Name(t, "bench")
-		sd := startdelivertest.NewServer()
-		defer sd.Close()
-		store := accountstore.New(fs, accountstore.Options{Collection: col})
-		keys := make([]string, accounts)
-		for i := range keys {
-			keys[i] = fmt.Sprintf("sd-bench-%s-%d", name, i)
-			a, _ := account.Parse([]byte(simpleAccount))
-			if err := store.Put(context.Background(), envelope.AccountID(keys[i]), a); err != nil {
-				t.Fatal(err)
-			}
-			sd.AddKey(keys[i])
-			if !newUsers {
-				for u := range 50 {
-					sd.AddUser(keys[i], map[string]any{"externalId": fmt.Sprintf("u-%d", u)})
-				}
-			}
+	w := new(strings.Builder)
+	fmt.Fprintf(w, "## deliver\n\n")
+	fmt.Fprintf(w, "`scripts/bench-deliver.sh` (TestBenchDeliver in `deliver/bench_test.go`) on %s, %d cores (1-minute load average %s at the start, %s at the end). "+
+		"Pull mode against Google's Pub/Sub and Firestore emulators (fresh ones, warmed up with 1,000 events first) and the Startdeliver stand-in with %s added to every call. "+
+		"%d accounts × %d known users, ACCOUNT_CONCURRENCY=%d, PULL_MAX_OUTSTANDING=%d, %d streams: **%d events in flight** = min(%d, %d × %d), "+
+		"so the **ideal is %d ÷ %s = %.0f events/s**. "+
+		"The pipeline runs in process (the real intake.Pull, delivery.Processor, dedupe, identity and accountstore stores over an instrumented Firestore client, and Startdeliver client), "+
+		"with the client's rate limiter off except where noted; the memory runs start the deliver binary itself. "+
+		"Baselines, in the same run at the same concurrency: bare `POST /usage` calls to the stand-in (what Startdeliver's latency alone allows), "+
+		"a Firestore read then write of a fresh document per event (deliver's dedupe check and completion record, nothing else), "+
+		"and the Pub/Sub emulator's receive-and-ack of an ordered backlog with deliver's flow control and no work.\n\n",
+		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), load0, load1, benchLatency,
+		benchAccounts, benchUsers, benchPerAccount, benchOutstanding, benchStreams,
+		concurrency, benchOutstanding, benchAccounts, benchPerAccount, concurrency, benchLatency, ideal)
+	fmt.Fprintf(w, "| measure | value | against |\n|---|---|---|\n")
+	fmt.Fprintf(w, "| ideal (computed) | %.0f events/s | %d in flight ÷ %s |\n", ideal, concurrency, benchLatency)
+	fmt.Fprintf(w, "| baseline: bare Startdeliver calls | %.0f calls/s | %s of ideal; %s CPU each (client and stand-in) |\n", bare, ratio(bare, ideal), ms(bareCPU))
+	fmt.Fprintf(w, "| baseline: Firestore read + write | %.0f events/s | %s of ideal; %s Firestore emulator CPU each |\n", fsRate, ratio(fsRate, ideal), ms(fsOpCPU))
+	fmt.Fprintf(w, "| baseline: Pub/Sub receive + ack | %.0f messages/s | %s of ideal; %s Pub/Sub emulator CPU each |\n", psRate, ratio(psRate, ideal), ms(psMsgCPU))
+	fmt.Fprintf(w, "| emulators at rest | Firestore %.0f%%, Pub/Sub %.0f%% of a core | |\n", fsIdle*100, psIdle*100)
+	fmt.Fprintf(w, "| **known users: events/s** (%d events) | **%.0f** | **%s of ideal**; %s of bare calls; %s of Firestore read+write; %s of Pub/Sub receive |\n",
+		known.events, known.rate, ratio(known.rate, ideal), ratio(known.rate, bare), ratio(known.rate, fsRate), ratio(known.rate, psRate))
+	fmt.Fprintf(w, "| known users: CPU per event | %s in process (deliver's pipeline and clients, and the stand-in), %s Firestore emulator, %s Pub/Sub emulator | %.0f%% of the %d cores busy during the run |\n",
+		ms(known.cpuPerEvent), ms(known.fsCPU), ms(known.psCPU), known.busy*100, runtime.NumCPU())
+	fmt.Fprintf(w, "| **known users: Startdeliver calls per event** | **%.3f** | limit 1.0: %s; the %.3f above 1.0 is the first lookup of each of the %d users, %.3f per event after it |\n",
+		known.callsPerEvent(), known.routes, known.callsPerEvent()-known.usagePerEvent(), benchAccounts*benchUsers, known.steadyCallsPerEvent())
+	fmt.Fprintf(w, "| known users: nacked (redelivered) | %d | of %d events |\n", known.nacked, known.events)
+	fmt.Fprintf(w, "| **new users: Startdeliver calls per event** | **%.3f** | find + create + usage = 3: %s |\n", fresh.callsPerEvent(), fresh.routes)
+	fmt.Fprintf(w, "| new users: events/s (%d events) | %.0f | %s of ideal; CPU per event %s in process, %s Firestore emulator, %s Pub/Sub emulator |\n",
+		fresh.events, fresh.rate, ratio(fresh.rate, ideal), ms(fresh.cpuPerEvent), ms(fresh.fsCPU), ms(fresh.psCPU))
+	fmt.Fprintf(w, "| new users: nacked (redelivered) | %d | of %d events: %s |\n", fresh.nacked, fresh.events, orNone(fresh.nackClasses))
+	fmt.Fprintf(w, "| **Firestore reads per 10,000 events, known users** | **%.0f** | counted on the wire (documents in BatchGetDocuments answers); by the stores' own counters: dedupe %.0f, config %.0f; writes %.0f |\n",
+		known.per10k(known.wireReads), known.per10k(known.dedupeReads), known.per10k(known.configReads), known.per10k(known.wireWrites))
+	fmt.Fprintf(w, "| Firestore reads per 10,000 events, new users | %.0f | dedupe %.0f (one per delivery attempt, nacks included), the rest identity claims; writes %.0f |\n",
+		fresh.per10k(fresh.wireReads), fresh.per10k(fresh.dedupeReads), fresh.per10k(fresh.wireWrites))
+	fmt.Fprintf(w, "| known users with deliver's default rate limiter (20 requests/s per account; %d events) | %.0f events/s | %s of its bound %d × 20 = %d/s |\n",
+		limited.events, limited.rate, ratio(limited.rate, float64(benchAccounts*20)), benchAccounts, benchAccounts*20)
+	fmt.Fprintf(w, "| **peak RSS of the deliver binary, 100,000-event backlog** (stopped after the first %d) | **%.1f MiB** | %s × its peak with a 10,000-event backlog (%.1f MiB): memory does not follow the backlog |\n",
+		mem100k.processed, mem100k.peakRSSMiB(), ratio(mem100k.peakRSSMiB(), mem10k.peakRSSMiB()), mem10k.peakRSSMiB())
+	fmt.Fprintf(w, "| deliver binary over the 100,000 backlog | %.0f events/s, %s CPU per event | %d accounts, PULL_MAX_OUTSTANDING=%d, default rate limiter; RSS after %d / %d events: %.1f / %.1f MiB |\n",
+		mem100k.rate, ms(mem100k.cpuPerEvent), memAccounts, benchOutstanding, mem100k.processed/4, mem100k.processed, mem100k.rssQuarter, mem100k.rssEnd)
+	fmt.Fprintf(w, "| backlog publish (pre-encoded envelopes, one publisher) | %.0f messages/s | setup, not deliver |\n", mem100k.publishRate)
+	fmt.Fprintln(w)
+	fmt.Print(w.String())
+	fmt.Println("--- end deliver")
+}
+
+// bench holds one benchmark run's clients.
+type bench struct {
+	t    *testing.T
+	env  emulatortest.Env
+	ps   *pubsub.Client
+	fs   *firestore.Client
+	wire *wireCounter
+}
+
+// pipelineResult is one in-process run of deliver's pipeline.
+type pipelineResult struct {
+	events      int64 // acked
+	nacked      int64
+	rate        float64 // acked events/s, first ack to last
+	calls       int
+	usageCalls  int
+	firstLooks  int // GET /user + GET /customer: lookups
+	routes      string
+	wireReads   int64
+	wireWrites  int64
+	dedupeReads int64
+	configReads int64
+	busy        float64 // share of the machine's CPU busy
+	cpuPerEvent time.Duration
+	fsCPU       time.Duration // Firestore emulator CPU per event
+	psCPU       time.Duration // Pub/Sub emulator CPU per event
+	nackClasses string
+}
+
+func (r pipelineResult) callsPerEvent() float64 { return float64(r.calls) / float64(max(r.events, 1)) }
+func (r pipelineResult) usagePerEvent() float64 {
+	return float64(r.usageCalls) / float64(max(r.events, 1))
+}
+func (r pipelineResult) steadyCallsPerEvent() float64 {
+	return float64(r.calls-r.firstLooks) / float64(max(r.events, 1))
+}
+func (r pipelineResult) per10k(n int64) float64 {
+	return float64(n) / float64(max(r.events, 1)) * 10_000
+}
+
+// setup creates a topic and its ordered subscription, deleted when the
+// test ends.
+func (b *bench) setup(name string) (topic, sub string) {
+	topic = emulatortest.Name(b.t, "bench-"+name)
+	emulatortest.CreateTopic(b.t, b.ps, b.env.Project, topic)
+	emulatortest.CreateTopic(b.t, b.ps, b.env.Project, topic+"-dead")
+	emulatortest.CreateSubscription(b.t, b.ps, b.env.Project, topic, topic+"-sub", emulatortest.SubscriptionOptions{Ordering: true, AckDeadline: 60 * time.Second})
+	return topic, topic + "-sub"
+}
+
+// accounts registers n accounts in a fresh collection and in sd, with users
+// known users each (none when users is 0).
+func (b *bench) accounts(sd *startdelivertest.Server, store *accountstore.Store, name string, n, users int) []string {
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("sd-bench-%s-%d", name, i)
+		a, err := account.Parse([]byte(simpleAccount))
+		if err != nil {
+			b.t.Fatal(err)
 		}
-		// The backlog, published before deliver starts.
-		pub := ps.Publisher(topic)
-		pub.EnableMessageOrdering = ordered
-		var results []*pubsub.PublishResult
-		for i := range n {
-			key := keys[i%accounts]
-			user := fmt.Sprintf("u-%d", (i/accounts)%50)
-			if newUsers {
-				user = fmt.Sprintf("new-%d", i)
-			}
-			ev, _ := segment.Decode(fmt.Appendf(nil, `{"type":"track","userId":%q,"event":"Bench","messageId":"b-%d","properties":{"plan":"pro","n":%d}}`, user, i, i))
-			enc, err := envelope.Encode(&envelope.Message{AccountID: envelope.AccountID(key), APIKey: key, ReceivedAt: time.Now(), Event: ev})
-			if err != nil {
-				t.Fatal(err)
-			}
-			m := &pubsub.Message{Data: enc.Data, Attributes: enc.Attributes}
-			if ordered {
-				m.OrderingKey = enc.OrderingKey
-			}
-			results = append(results, pub.Publish(context.Background(), m))
+		if err := store.Put(context.Background(), envelope.AccountID(keys[i]), a); err != nil {
+			b.t.Fatal(err)
 		}
+		sd.AddKey(keys[i])
+		for u := range users {
+			sd.AddUser(keys[i], map[string]any{"externalId": fmt.Sprintf("u-%d", u)})
+		}
+	}
+	return keys
+}
+
+// publish puts n pre-encoded envelopes on topic, spread over keys: event i
+// is for known user i/len(keys) mod users, or a new user each when users is
+// 0. It returns the publish rate.
+func (b *bench) publish(topic string, keys []string, n, users int) float64 {
+	pub := b.ps.Publisher(topic)
+	pub.EnableMessageOrdering = true
+	defer pub.Stop()
+	start := time.Now()
+	results := make([]*pubsub.PublishResult, 0, min(n, 10_000))
+	wait := func() {
 		for _, r := range results {
 			if _, err := r.Get(context.Background()); err != nil {
-				t.Fatal(err)
+				b.t.Fatalf("publish backlog: %v", err)
 			}
 		}
-		pub.Stop()
-		results = nil
-		runtime.GC()
-
-		sd.SetLatency(latency)
-		done := dedupe.New(fs, dedupe.Options{Collection: col + "-deliveries"})
-		var processed, nacked atomic.Int64
-		proc := delivery.New(delivery.Options{
-			Accounts: store, Completions: done,
-			Claims:      identity.New(fs, identity.Options{Collection: col + "-identities"}),
-			Client:      startdeliver.New(startdeliver.Options{DefaultBaseURL: sd.URL(), RateLimit: startdeliver.RateLimit{Disabled: true}}),
-			DeadLetters: intake.NewDeadLetterPublisher(ps, topic+"-dead"),
-			PerAccount:  perAccount,
-		})
-		counting := processorFunc(func(ctx context.Context, m delivery.Message) delivery.Result {
-			res := proc.Process(ctx, m)
-			if res.Decision == delivery.Ack {
-				processed.Add(1)
-			} else {
-				nacked.Add(1)
-			}
-			return res
-		})
-		ctx, cancel := context.WithCancel(context.Background())
-		var peak atomic.Uint64
-		var wg sync.WaitGroup
-		wg.Go(func() {
-			var ms runtime.MemStats
-			for ctx.Err() == nil {
-				runtime.ReadMemStats(&ms)
-				if ms.HeapInuse > peak.Load() {
-					peak.Store(ms.HeapInuse)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-		})
-		start := time.Now()
-		wg.Go(func() {
-			_ = intake.Pull(ctx, ps.Subscriber(topic+"-sub"), counting, intake.PullSettings{MaxOutstandingMessages: outstanding, Streams: 4})
-		})
-		target := int64(n)
-		if stopAfter > 0 {
-			target = int64(stopAfter)
+		results = results[:0]
+	}
+	received := time.Now()
+	for i := range n {
+		key := keys[i%len(keys)]
+		user := fmt.Sprintf("new-%d", i)
+		if users > 0 {
+			user = fmt.Sprintf("u-%d", (i/len(keys))%users)
 		}
-		deadline := time.Now().Add(4 * time.Minute)
-		for processed.Load() < target && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
+		ev, err := segment.Decode(fmt.Appendf(nil, `{"type":"track","userId":%q,"event":"Bench","messageId":"b-%d","properties":{"plan":"pro","n":%d}}`, user, i, i))
+		if err != nil {
+			b.t.Fatal(err)
 		}
-		took := time.Since(start)
-		cancel()
-		wg.Wait()
-		got := processed.Load()
-		return run{
-			eventsPerSec: float64(got) / took.Seconds(),
-			callsPerEv:   float64(sd.TotalCalls()) / float64(max(got, 1)),
-			reads:        store.Reads() + done.Reads(),
-			peakHeap:     peak.Load(),
-			processed:    got,
-			nacked:       nacked.Load(),
+		enc, err := envelope.Encode(&envelope.Message{AccountID: envelope.AccountID(key), APIKey: key, ReceivedAt: received, Event: ev})
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		results = append(results, pub.Publish(context.Background(), &pubsub.Message{Data: enc.Data, Attributes: enc.Attributes, OrderingKey: enc.OrderingKey}))
+		if len(results) == cap(results) {
+			wait()
 		}
 	}
+	wait()
+	return float64(n) / time.Since(start).Seconds()
+}
 
-	// Baseline: the stand-in's latency alone, at the same concurrency.
+// pipeline runs deliver's pipeline in process over a backlog of n events of
+// benchAccounts accounts, until every event is acked.
+func (b *bench) pipeline(name string, n int, newUsers, unlimited bool) pipelineResult {
+	t := b.t
+	topic, sub := b.setup(name)
+	col := emulatortest.Name(t, "bench-"+name)
+	sd := startdelivertest.NewServer()
+	defer sd.Close()
+	store := accountstore.New(b.fs, accountstore.Options{Collection: col})
+	users := benchUsers
+	if newUsers {
+		users = 0
+	}
+	keys := b.accounts(sd, store, name, benchAccounts, users)
+	b.publish(topic, keys, n, users)
+	runtime.GC()
+
+	sd.SetLatency(benchLatency)
+	sd.ResetCounters()
+	done := dedupe.New(b.fs, dedupe.Options{Collection: col + "-deliveries"})
+	dead := intake.NewDeadLetterPublisher(b.ps, topic+"-dead")
+	defer dead.Stop()
+	proc := delivery.New(delivery.Options{
+		Accounts:    store,
+		Completions: done,
+		Claims:      identity.New(b.fs, identity.Options{Collection: col + "-identities"}),
+		Client:      startdeliver.New(startdeliver.Options{DefaultBaseURL: sd.URL(), RateLimit: startdeliver.RateLimit{Disabled: unlimited}}),
+		DeadLetters: dead,
+		PerAccount:  benchPerAccount,
+	})
+	var acked, nacked atomic.Int64
+	var first, last atomic.Int64 // unix nanos
+	var mu sync.Mutex
+	classes := map[string]int{}
+	counting := processorFunc(func(ctx context.Context, m delivery.Message) delivery.Result {
+		res := proc.Process(ctx, m)
+		now := time.Now().UnixNano()
+		if res.Decision == delivery.Ack {
+			first.CompareAndSwap(0, now)
+			acked.Add(1)
+			last.Store(now)
+		} else {
+			nacked.Add(1)
+			mu.Lock()
+			classes[res.Class]++
+			mu.Unlock()
+		}
+		return res
+	})
+	reads0, writes0 := b.wire.reads.Load(), b.wire.writes.Load()
+	cpu0 := processCPU()
+	busy0, total0 := machineCPU()
+	fs0, ps0 := emulatorCPU(b.env.FirestoreHost), emulatorCPU(b.env.PubSubHost)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := intake.Pull(ctx, b.ps.Subscriber(sub), counting, intake.PullSettings{MaxOutstandingMessages: benchOutstanding, Streams: benchStreams}); err != nil {
+			t.Errorf("pull: %v", err)
+		}
+	})
+	deadline := time.Now().Add(3 * time.Minute)
+	for acked.Load() < int64(n) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	busy1, total1 := machineCPU()
+	cpu1 := processCPU()
+	fs1, ps1 := emulatorCPU(b.env.FirestoreHost), emulatorCPU(b.env.PubSubHost)
+	cancel()
+	wg.Wait()
+	got := acked.Load()
+	if got < int64(n) {
+		t.Errorf("%s: %d of %d events acked before the deadline", name, got, n)
+	}
+	counts := sd.CallCounts()
+	r := pipelineResult{
+		events:      got,
+		nacked:      nacked.Load(),
+		rate:        float64(got) / (time.Duration(last.Load() - first.Load()).Seconds()),
+		calls:       sd.TotalCalls(),
+		usageCalls:  counts["POST /usage"],
+		firstLooks:  counts["GET /user"] + counts["GET /customer"],
+		routes:      routes(counts),
+		wireReads:   b.wire.reads.Load() - reads0,
+		wireWrites:  b.wire.writes.Load() - writes0,
+		dedupeReads: done.Reads(),
+		configReads: store.Reads(),
+		cpuPerEvent: (cpu1 - cpu0) / time.Duration(max(got, 1)),
+		fsCPU:       (fs1 - fs0) / time.Duration(max(got, 1)),
+		psCPU:       (ps1 - ps0) / time.Duration(max(got, 1)),
+		nackClasses: routes(classes),
+	}
+	if total1 > total0 {
+		r.busy = (busy1 - busy0) / (total1 - total0)
+	}
+	if newUsers {
+		r.firstLooks = 0 // every lookup of a new user is part of its cost
+	}
+	return r
+}
+
+// bareCalls is the rate of bare usage calls to the stand-in at concurrency.
+func (b *bench) bareCalls(concurrency, n int) (rate float64, cpuEach time.Duration) {
 	sd := startdelivertest.NewServer("k")
-	sd.SetLatency(latency)
+	defer sd.Close()
+	sd.SetLatency(benchLatency)
 	client := startdeliver.New(startdeliver.Options{DefaultBaseURL: sd.URL(), RateLimit: startdeliver.RateLimit{Disabled: true}})
 	uid := sd.AddUser("k", map[string]any{"externalId": "u"})
 	var next atomic.Int64
-	start := time.Now()
 	var wg sync.WaitGroup
+	start, cpu0 := time.Now(), processCPU()
 	for range concurrency {
 		wg.Go(func() {
-			for next.Add(1) <= events {
-				_, _ = client.RecordUsage(context.Background(), startdeliver.Account{APIKey: "k"}, startdeliver.Usage{User: uid, Type: "track", Name: "b", Timestamp: time.Now()})
+			for next.Add(1) <= int64(n) {
+				if _, err := client.RecordUsage(context.Background(), startdeliver.Account{APIKey: "k"}, startdeliver.Usage{User: uid, Type: "track", Name: "b", Timestamp: time.Now()}); err != nil {
+					b.t.Errorf("bare call: %v", err)
+					return
+				}
 			}
 		})
 	}
 	wg.Wait()
-	rawRate := float64(events) / time.Since(start).Seconds()
-	sd.Close()
-
-	// Baseline: the Firestore emulator's own rate for what deliver does per
-	// known-user event (a read, then a write), at the same concurrency.
-	fsCol := fs.Collection(emulatortest.Name(t, "bench-fs"))
-	next.Store(0)
-	start = time.Now()
-	for range concurrency {
-		wg.Go(func() {
-			for i := next.Add(1); i <= events; i = next.Add(1) {
-				doc := fsCol.Doc(fmt.Sprint("d", i))
-				_, _ = doc.Get(context.Background())
-				_, _ = doc.Set(context.Background(), map[string]any{"done": true, "at": time.Now()})
-			}
-		})
-	}
-	wg.Wait()
-	fsRate := float64(events) / time.Since(start).Seconds()
-
-	known := benchRun("known", events, false, 0, true)
-	fresh := benchRun("new", events/4, true, 0, true)
-	big := benchRun("backlog", backlog, false, 10_000, false)
-
-	fmt.Printf("## deliver\n\n")
-	fmt.Printf("Pull mode against Google's Pub/Sub and Firestore emulators and the Startdeliver stand-in with %s added to every call; %d accounts, %d events of one account at once, %d messages outstanding: %d events in flight, so the ideal is %d ÷ %s = %.0f events/s. Baseline in the same run: %d bare usage calls at the same concurrency (Startdeliver's latency alone).\n\n",
-		latency, accounts, perAccount, outstanding, concurrency, concurrency, latency, ideal, concurrency)
-	fmt.Printf("| measure | value | against |\n|---|---|---|\n")
-	fmt.Printf("| known users: events/s | %.0f | %.2f of ideal (%.0f), %.2f of the bare-call baseline (%.0f/s), %.2f of the Firestore emulator's read+write rate (%.0f/s) |\n", known.eventsPerSec, known.eventsPerSec/ideal, ideal, known.eventsPerSec/rawRate, rawRate, known.eventsPerSec/fsRate, fsRate)
-	fmt.Printf("| known users: Startdeliver calls per event | %.3f | limit 1.0 |\n", known.callsPerEv)
-	fmt.Printf("| known users: nacks (retried later) | %d | of %d events |\n", known.nacked, known.processed)
-	fmt.Printf("| new users: Startdeliver calls per event | %.3f | find + create + usage = 3 |\n", fresh.callsPerEv)
-	fmt.Printf("| new users: events/s | %.0f | %.2f of ideal |\n", fresh.eventsPerSec, fresh.eventsPerSec/ideal)
-	fmt.Printf("| Firestore reads per 10,000 events (known users) | %.0f | 10,000 = one per event |\n", float64(known.reads)/float64(known.processed)*10000)
-	fmt.Printf("| peak Go heap in use, %d-event backlog (first %d processed) | %.1f MiB | bounded by %d outstanding |\n", backlog, big.processed, float64(big.peakHeap)/(1<<20), outstanding)
-	fmt.Println()
+	return float64(n) / time.Since(start).Seconds(), (processCPU() - cpu0) / time.Duration(n)
 }
+
+// idleCPU is the share of a core each emulator uses while nothing runs.
+func (b *bench) idleCPU(d time.Duration) (fs, ps float64) {
+	fs0, ps0 := emulatorCPU(b.env.FirestoreHost), emulatorCPU(b.env.PubSubHost)
+	time.Sleep(d) // a fixed measuring window, not a wait for a condition
+	fs1, ps1 := emulatorCPU(b.env.FirestoreHost), emulatorCPU(b.env.PubSubHost)
+	return (fs1 - fs0).Seconds() / d.Seconds(), (ps1 - ps0).Seconds() / d.Seconds()
+}
+
+// loadAverage is the machine's 1-minute load average, as text.
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(data))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
+}
+
+// firestoreReadWrite is the rate of a read then a write of a fresh document
+// (deliver's dedupe check and completion record) at concurrency.
+func (b *bench) firestoreReadWrite(concurrency, n int) (rate float64, cpuEach time.Duration) {
+	col := b.fs.Collection(emulatortest.Name(b.t, "bench-fs"))
+	cpu0 := emulatorCPU(b.env.FirestoreHost)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range concurrency {
+		wg.Go(func() {
+			for i := next.Add(1); i <= int64(n); i = next.Add(1) {
+				doc := col.Doc(fmt.Sprint("d", i))
+				if _, err := doc.Get(context.Background()); err != nil && !isNotFound(err) {
+					b.t.Errorf("firestore baseline read: %v", err)
+					return
+				}
+				if _, err := doc.Set(context.Background(), map[string]any{"done": true, "at": time.Now()}); err != nil {
+					b.t.Errorf("firestore baseline write: %v", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return float64(n) / time.Since(start).Seconds(), (emulatorCPU(b.env.FirestoreHost) - cpu0) / time.Duration(n)
+}
+
+// pubsubReceive is the rate the Pub/Sub emulator delivers a backlog of n
+// ordered events with deliver's flow control, each acked at once.
+func (b *bench) pubsubReceive(n int) (rate float64, cpuEach time.Duration) {
+	topic, sub := b.setup("pubsub")
+	keys := make([]string, benchAccounts)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("sd-bench-pubsub-%d", i)
+	}
+	b.publish(topic, keys, n, benchUsers)
+	s := b.ps.Subscriber(sub)
+	s.ReceiveSettings.MaxOutstandingMessages = benchOutstanding
+	s.ReceiveSettings.NumGoroutines = benchStreams
+	var got atomic.Int64
+	var first, last atomic.Int64
+	cpu0 := emulatorCPU(b.env.PubSubHost)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err := s.Receive(ctx, func(_ context.Context, m *pubsub.Message) {
+		now := time.Now().UnixNano()
+		first.CompareAndSwap(0, now)
+		m.Ack()
+		last.Store(now)
+		if got.Add(1) >= int64(n) {
+			cancel()
+		}
+	})
+	if err != nil {
+		b.t.Errorf("pubsub baseline: %v", err)
+	}
+	return float64(got.Load()) / time.Duration(last.Load()-first.Load()).Seconds(),
+		(emulatorCPU(b.env.PubSubHost) - cpu0) / time.Duration(max(got.Load(), 1))
+}
+
+// memoryResult is one run of the deliver binary over a backlog.
+type memoryResult struct {
+	backlog     int
+	processed   int
+	rate        float64
+	peakRSS     int64 // bytes, VmHWM
+	rssQuarter  float64
+	rssEnd      float64
+	cpuPerEvent time.Duration // the deliver process's CPU per event
+	publishRate float64
+}
+
+func (m memoryResult) peakRSSMiB() float64 { return float64(m.peakRSS) / (1 << 20) }
+
+// deliverBinary builds deliver (or uses DELIVER_BENCH_BIN).
+func (b *bench) deliverBinary() string {
+	if bin := os.Getenv("DELIVER_BENCH_BIN"); bin != "" {
+		return bin
+	}
+	bin := filepath.Join(b.t.TempDir(), "deliver")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.t.Fatalf("go build deliver: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// memory runs the deliver binary over a backlog already on its
+// subscription, stops it once memProcessed events are done, and reports its
+// peak RSS.
+func (b *bench) memory(bin string, backlog int) memoryResult {
+	t := b.t
+	name := fmt.Sprintf("mem%dk", backlog/1000)
+	topic, sub := b.setup(name)
+	col := emulatortest.Name(t, "bench-"+name)
+	sd := startdelivertest.NewServer()
+	defer sd.Close()
+	store := accountstore.New(b.fs, accountstore.Options{Collection: col})
+	keys := b.accounts(sd, store, name, memAccounts, memUsers)
+	res := memoryResult{backlog: backlog}
+	res.publishRate = b.publish(topic, keys, backlog, memUsers)
+	sd.SetLatency(benchLatency)
+	sd.ResetCounters()
+	t.Cleanup(func() {
+		// deliver creates an inspection subscription on its dead-letter topic.
+		_ = b.ps.SubscriptionAdminClient.DeleteSubscription(context.Background(), &pubsubpb.DeleteSubscriptionRequest{
+			Subscription: emulatortest.SubscriptionName(b.env.Project, topic+"-dead-inspect")})
+	})
+
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(),
+		"GOOGLE_CLOUD_PROJECT="+b.env.Project,
+		"PUBSUB_EMULATOR_HOST="+b.env.PubSubHost,
+		"FIRESTORE_EMULATOR_HOST="+b.env.FirestoreHost,
+		"HOST=127.0.0.1", "PORT=0",
+		"PUBSUB_TOPIC="+topic, "PUBSUB_SUBSCRIPTION="+sub, "DEAD_LETTER_TOPIC="+topic+"-dead",
+		"ACCOUNTS_COLLECTION="+col, "DELIVERIES_COLLECTION="+col+"-deliveries", "IDENTITIES_COLLECTION="+col+"-identities",
+		"STARTDELIVER_API_URL="+sd.URL(),
+		fmt.Sprintf("PULL_MAX_OUTSTANDING=%d", benchOutstanding), fmt.Sprintf("PULL_STREAMS=%d", benchStreams),
+		fmt.Sprintf("ACCOUNT_CONCURRENCY=%d", benchPerAccount),
+		"LOG_LEVEL=error", "OTEL_TRACES_EXPORTER=none", "OTEL_METRICS_EXPORTER=none", "OTEL_LOGS_EXPORTER=none",
+	)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start deliver: %v", err)
+	}
+	pid := cmd.Process.Pid
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+
+	start := time.Now()
+	var firstAt time.Time
+	firstCount := 0
+	deadline := start.Add(2 * time.Minute)
+	for {
+		n := sd.Calls("POST /usage")
+		if firstAt.IsZero() && n > 0 {
+			firstAt, firstCount = time.Now(), n
+		}
+		rss, _ := procStatus(pid)
+		if res.rssQuarter == 0 && n >= memProcessed/4 {
+			res.rssQuarter = float64(rss) / (1 << 20)
+		}
+		if n >= memProcessed {
+			res.processed = n
+			res.rssEnd = float64(rss) / (1 << 20)
+			res.rate = float64(n-firstCount) / time.Since(firstAt).Seconds()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%s: deliver processed %d of %d events in 2 minutes; its log:\n%s", name, n, memProcessed, stderr.String())
+			res.processed = n
+			break
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("%s: deliver exited: %v\n%s", name, err, stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	_, res.peakRSS = procStatus(pid)
+	res.cpuPerEvent = pidCPU(pid) / time.Duration(max(res.processed, 1))
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(15 * time.Second):
+		_ = cmd.Process.Kill()
+		<-exited
+	}
+	return res
+}
+
+// procStatus reads a process's VmRSS and VmHWM (peak RSS), in bytes.
+func procStatus(pid int) (rss, hwm int64) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseInt(fields[1], 10, 64)
+		switch fields[0] {
+		case "VmRSS:":
+			rss = kb << 10
+		case "VmHWM:":
+			hwm = kb << 10
+		}
+	}
+	return rss, hwm
+}
+
+// machineCPU returns the machine's busy and total CPU time so far, in
+// clock ticks, from /proc/stat.
+func machineCPU() (busy, total float64) {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	fields := strings.Fields(line)
+	for i, f := range fields[1:] {
+		v, _ := strconv.ParseFloat(f, 64)
+		total += v
+		if i != 3 && i != 4 { // idle, iowait
+			busy += v
+		}
+	}
+	return busy, total
+}
+
+// processCPU is this process's user and system CPU time so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// routes formats the stand-in's call counts, busiest first.
+func routes(counts map[string]int) string {
+	names := make([]string, 0, len(counts))
+	for k := range counts {
+		names = append(names, k)
+	}
+	sort.Slice(names, func(i, j int) bool { return counts[names[i]] > counts[names[j]] })
+	parts := make([]string, len(names))
+	for i, k := range names {
+		parts[i] = fmt.Sprintf("`%s` %d", k, counts[k])
+	}
+	return strings.Join(parts, ", ")
+}
+
+// wireCounter counts Firestore document reads and writes as they cross the
+// wire, whichever store makes them.
+type wireCounter struct {
+	reads, writes atomic.Int64
+}
+
+// countingFirestore returns a Firestore emulator client whose document
+// reads (BatchGetDocuments results, query results) and writes (Commit
+// writes) are counted.
+func countingFirestore(t *testing.T, env emulatortest.Env) (*firestore.Client, *wireCounter) {
+	t.Helper()
+	w := &wireCounter{}
+	t.Setenv("FIRESTORE_EMULATOR_HOST", env.FirestoreHost)
+	conn, err := grpc.NewClient(env.FirestoreHost,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(emulatorOwner{}),
+		grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			if c, ok := req.(*firestorepb.CommitRequest); ok {
+				w.writes.Add(int64(len(c.Writes)))
+			}
+			return invoker(ctx, method, req, reply, cc, opts...)
+		}),
+		grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+			s, err := streamer(ctx, desc, cc, method, opts...)
+			if err != nil {
+				return nil, err
+			}
+			return countingStream{ClientStream: s, w: w}, nil
+		}),
+	)
+	if err != nil {
+		t.Fatalf("dial firestore emulator: %v", err)
+	}
+	c, err := firestore.NewClient(context.Background(), env.Project, option.WithGRPCConn(conn))
+	if err != nil {
+		t.Fatalf("firestore client: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, w
+}
+
+type countingStream struct {
+	grpc.ClientStream
+	w *wireCounter
+}
+
+func (s countingStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if err != nil {
+		return err
+	}
+	switch r := m.(type) {
+	case *firestorepb.BatchGetDocumentsResponse:
+		if r.GetFound() != nil || r.GetMissing() != "" {
+			s.w.reads.Add(1)
+		}
+	case *firestorepb.RunQueryResponse:
+		if r.GetDocument() != nil {
+			s.w.reads.Add(1)
+		}
+	}
+	return nil
+}
+
+// emulatorOwner is the credential the Firestore emulator takes for admin
+// access, as the client library sends it.
+type emulatorOwner struct{}
+
+func (emulatorOwner) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer owner"}, nil
+}
+func (emulatorOwner) RequireTransportSecurity() bool { return false }
+
+func isNotFound(err error) bool { return status.Code(err) == codes.NotFound }
 
 // processorFunc adapts a function to the intake's processor.
 type processorFunc func(ctx context.Context, m delivery.Message) delivery.Result
 
 func (f processorFunc) Process(ctx context.Context, m delivery.Message) delivery.Result {
 	return f(ctx, m)
+}
+
+// emulatorCPU is the CPU time so far of the emulator (a java process)
+// listening on hostport's port, or 0 when there is none to be found.
+func emulatorCPU(hostport string) time.Duration {
+	_, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return 0
+	}
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		cmd, err := os.ReadFile(d + "/cmdline")
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(cmd), "\x00")
+		if len(args) == 0 || filepath.Base(args[0]) != "java" || !slices.Contains(args, "--port="+port) {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(d))
+		return pidCPU(pid)
+	}
+	return 0
+}
+
+// ms formats a CPU time in milliseconds.
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", d.Seconds()*1000) }
+
+// pidCPU is a process's user and system CPU time so far, from /proc.
+func pidCPU(pid int) time.Duration {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// utime and stime are the 14th and 15th fields of the line, the 12th
+	// and 13th after the command's closing parenthesis.
+	_, rest, _ := strings.Cut(string(stat), ") ")
+	f := strings.Fields(rest)
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+st) * time.Second / 100 // USER_HZ
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }
