@@ -112,6 +112,17 @@ type httpError struct {
 	status int
 	msg    string
 	err    error // the cause, for logs; never shown to the caller
+	// account (the key's hash) and messageID, when known, for the log
+	// line and the server span.
+	account, messageID string
+}
+
+// about records the account and event an error concerns, and returns it.
+func (e *httpError) about(accountID, messageID string) *httpError {
+	if e != nil {
+		e.account, e.messageID = accountID, messageID
+	}
+	return e
 }
 
 // reason is a short, bounded label for metrics.
@@ -231,11 +242,11 @@ func (h *Handler) authorize(ctx context.Context, key string) (string, *httpError
 	case err == nil:
 		return id, nil
 	case errors.Is(err, accountstore.ErrUnknown):
-		return "", fail(http.StatusUnauthorized, "unknown API key")
+		return "", fail(http.StatusUnauthorized, "unknown API key").about(id, "")
 	case errors.Is(err, accountstore.ErrDisabled):
-		return "", fail(http.StatusForbidden, "account is disabled")
+		return "", fail(http.StatusForbidden, "account is disabled").about(id, "")
 	default:
-		return "", &httpError{status: http.StatusServiceUnavailable, msg: "cannot check the API key right now; retry", err: err}
+		return "", (&httpError{status: http.StatusServiceUnavailable, msg: "cannot check the API key right now; retry", err: err}).about(id, "")
 	}
 }
 
@@ -294,7 +305,7 @@ func (h *Handler) destination(w http.ResponseWriter, r *http.Request) {
 	}
 	ev, herr := h.decodeEvent(body, "")
 	if herr != nil {
-		h.answer(ctx, w, herr)
+		h.answer(ctx, w, herr.about(accountID, ""))
 		return
 	}
 	req := &request{key: key, accountID: accountID, settings: settings}
@@ -336,7 +347,7 @@ func (h *Handler) tracking(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if herr := h.prepare(ev, typ); herr != nil {
-		h.answer(ctx, w, herr)
+		h.answer(ctx, w, herr.about(accountID, ev.MessageID))
 		return
 	}
 	if herr := h.publish(ctx, &request{key: key, accountID: accountID}, ev); herr != nil {
@@ -498,13 +509,13 @@ func (h *Handler) publish(ctx context.Context, req *request, ev *segment.Event) 
 	})
 	if err != nil {
 		span.SetStatus(codes.Error, "encode")
-		return &httpError{status: http.StatusInternalServerError, msg: "could not encode the event", err: err}
+		return (&httpError{status: http.StatusInternalServerError, msg: "could not encode the event", err: err}).about(req.accountID, ev.MessageID)
 	}
 	start := time.Now()
 	if err := h.opts.Publisher.Publish(ctx, msg); err != nil {
 		span.SetStatus(codes.Error, "publish failed")
 		span.RecordError(err)
-		return &httpError{status: http.StatusServiceUnavailable, msg: "could not publish the event; retry", err: err}
+		return (&httpError{status: http.StatusServiceUnavailable, msg: "could not publish the event; retry", err: err}).about(req.accountID, ev.MessageID)
 	}
 	h.metrics.publish.Record(ctx, time.Since(start).Seconds())
 	h.metrics.published.Add(ctx, 1, metric.WithAttributes(attribute.String("type", string(ev.Type)), attribute.String("account", req.accountID)))
@@ -521,6 +532,16 @@ func (h *Handler) answer(ctx context.Context, w http.ResponseWriter, e *httpErro
 	attrs := []any{"status", e.status, "reason", e.msg}
 	if e.err != nil {
 		attrs = append(attrs, "error", e.err.Error())
+	}
+	span := trace.SpanFromContext(ctx)
+	span.SetAttributes(attribute.String("ingest.reject_reason", e.reason()))
+	if e.account != "" {
+		attrs = append(attrs, "account", e.account)
+		span.SetAttributes(attribute.String("account.id", e.account))
+	}
+	if e.messageID != "" {
+		attrs = append(attrs, "messageId", e.messageID)
+		span.SetAttributes(attribute.String("segment.message_id", e.messageID))
 	}
 	h.log.Log(ctx, level, "request rejected", attrs...)
 	h.metrics.reject(ctx, e.status, e.reason())
