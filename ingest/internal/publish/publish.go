@@ -30,10 +30,14 @@ import (
 type Options struct {
 	// DisableOrdering publishes without ordering keys.
 	DisableOrdering bool
-	// DelayThreshold is how long a batch waits to fill. ingest answers only
-	// after the publish is confirmed, so this delay is added to every
-	// request's latency; batches also leave as soon as a Publish call is
-	// free, so under load they fill without waiting. Default 1ms.
+	// DelayThreshold is the least a message waits behind a partial batch
+	// in flight before another call is opened for it (default 1ms). A
+	// message never waits when no partial batch is in flight, so this adds
+	// nothing to an idle publisher's latency; under load the wait is
+	// max(DelayThreshold, twice the recent Publish latency, at most
+	// 100ms), so batches
+	// fill while the previous call runs instead of leaving every
+	// DelayThreshold as many small calls.
 	DelayThreshold time.Duration
 	// CountThreshold is the most messages in one Publish call (default 500;
 	// Pub/Sub allows 1,000).
@@ -42,6 +46,8 @@ type Options struct {
 	// Pub/Sub allows 10 MB).
 	ByteThreshold int
 	// MaxInFlight is how many Publish calls may run at once (default 8).
+	// Full batches use all of them; partial batches take turns (see
+	// DelayThreshold).
 	MaxInFlight int
 	// Timeout bounds one publish (default 10s): past it the request answers
 	// 503 and Segment retries.
@@ -72,6 +78,8 @@ type Publisher struct {
 	bytes    int
 	busyKeys map[string]bool // ordering keys with a request in flight
 	inFlight int
+	partials int           // partial batches in flight
+	rtt      time.Duration // moving average of Publish call durations
 	timer    *time.Timer
 	stopped  bool
 	idle     *sync.Cond // signalled when a request ends
@@ -137,9 +145,7 @@ func (p *Publisher) Publish(ctx context.Context, msg *envelope.Encoded) error {
 	p.bytes += size
 	p.enqueued++
 	p.dispatchLocked(false)
-	if len(p.queue) > 0 && p.timer == nil {
-		p.timer = time.AfterFunc(p.opts.DelayThreshold, p.flushTimer)
-	}
+	p.armLocked()
 	p.mu.Unlock()
 
 	t := time.NewTimer(p.opts.Timeout)
@@ -157,34 +163,61 @@ func (p *Publisher) Publish(ctx context.Context, msg *envelope.Encoded) error {
 	}
 }
 
+// maxEscapeWait bounds how long queued messages wait behind a slow partial
+// batch when Publish calls are slow (a degraded Pub/Sub).
+const maxEscapeWait = 100 * time.Millisecond
+
+// armLocked starts the timer that opens another call for queued messages
+// when the partial batch ahead of them is slow.
+func (p *Publisher) armLocked() {
+	if len(p.queue) == 0 || p.timer != nil || p.stopped {
+		return
+	}
+	p.timer = time.AfterFunc(escapeWait(p.opts.DelayThreshold, p.rtt), p.flushTimer)
+}
+
+// escapeWait is how long queued messages wait behind a partial batch in
+// flight, given the delay option and the recent Publish latency: long enough
+// for the call to return as usual, never less than delay, and at most
+// maxEscapeWait unless delay asks for more.
+func escapeWait(delay, rtt time.Duration) time.Duration {
+	return max(delay, min(2*rtt, maxEscapeWait))
+}
+
 func (p *Publisher) flushTimer() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.timer = nil
 	p.dispatchLocked(true)
-	if len(p.queue) > 0 {
-		// What is left waits for a key's request or a free slot; look again
-		// after another delay.
-		p.timer = time.AfterFunc(p.opts.DelayThreshold, p.flushTimer)
-	}
+	// What is left waits for a key's request or a free slot; look again
+	// after another delay.
+	p.armLocked()
 }
 
 // dispatchLocked starts requests while a slot is free and a batch is due: a
-// full batch at once, a partial one when the delay has passed (or when no
-// request is in flight, as there is nothing to wait for). Messages whose key
-// has a request in flight stay queued, in order, behind it.
-func (p *Publisher) dispatchLocked(delayPassed bool) {
+// full batch at once; a partial one when no other partial batch is in
+// flight, or once (escape) when the timer found messages waiting too long.
+// So under load a partial batch fills while the one before it runs: the
+// number of calls follows the Publish latency, not the arrival rate.
+// Messages whose key has a request in flight stay queued, in order, behind
+// it.
+func (p *Publisher) dispatchLocked(escape bool) {
 	for p.inFlight < p.opts.MaxInFlight && len(p.queue) > 0 {
 		full := len(p.queue) >= p.opts.CountThreshold || p.bytes >= p.opts.ByteThreshold
-		if !full && !delayPassed && p.inFlight > 0 {
+		if !full && p.partials > 0 && !escape {
 			return
 		}
 		batch, keys := p.takeLocked()
 		if len(batch) == 0 {
 			return // every queued key is busy
 		}
+		partial := !full
+		if partial {
+			p.partials++
+			escape = false
+		}
 		p.inFlight++
-		go p.send(batch, keys)
+		go p.send(batch, keys, partial)
 	}
 }
 
@@ -223,14 +256,16 @@ func (p *Publisher) takeLocked() ([]*pending, []string) {
 }
 
 // send publishes one batch and tells each of its messages the result.
-func (p *Publisher) send(batch []*pending, keys []string) {
+func (p *Publisher) send(batch []*pending, keys []string, partial bool) {
 	msgs := make([]*pubsubpb.PubsubMessage, len(batch))
 	for i, pd := range batch {
 		msgs[i] = pd.msg
 	}
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), p.opts.Timeout)
 	_, err := p.rpc.Publish(ctx, &pubsubpb.PublishRequest{Topic: p.topic, Messages: msgs})
 	cancel()
+	took := time.Since(start)
 	for _, pd := range batch {
 		pd.done <- err
 	}
@@ -240,10 +275,17 @@ func (p *Publisher) send(batch []*pending, keys []string) {
 		delete(p.busyKeys, k)
 	}
 	p.inFlight--
+	if partial {
+		p.partials--
+	}
+	if err == nil {
+		p.rtt += (took - p.rtt) / 8
+	}
 	p.idle.Broadcast()
 	// Under load the queue filled while this request ran: send it now
 	// rather than wait for the delay.
-	p.dispatchLocked(true)
+	p.dispatchLocked(false)
+	p.armLocked()
 }
 
 // Stop sends what is queued, waits for every request in flight, and stops
