@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -412,7 +413,27 @@ func TestContextCancellation(t *testing.T) {
 		}
 	})
 	t.Run("during back-off", func(t *testing.T) {
-		c := startdeliver.New(startdeliver.Options{DefaultBaseURL: srv.URL(), Retry: startdeliver.Retry{MaxAttempts: 5, BaseDelay: time.Hour, MaxDelay: time.Hour, MaxTotalWait: 10 * time.Hour}})
+		// The transport hands the client a fully read answer and only then
+		// says so: cancelling after that cannot race the first attempt.
+		answered := make(chan struct{}, 1)
+		hc := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			resp, err := http.DefaultTransport.RoundTrip(r)
+			if err != nil {
+				return nil, err
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				return nil, err
+			}
+			resp.Body = io.NopCloser(bytes.NewReader(b))
+			select {
+			case answered <- struct{}{}:
+			default:
+			}
+			return resp, nil
+		})}
+		c := startdeliver.New(startdeliver.Options{DefaultBaseURL: srv.URL(), HTTPClient: hc, Retry: startdeliver.Retry{MaxAttempts: 5, BaseDelay: time.Hour, MaxDelay: time.Hour, MaxTotalWait: 10 * time.Hour}})
 		srv.FailFraction(1, startdelivertest.Fault{Status: 500})
 		defer srv.ClearFaults()
 		srv.ResetCounters()
@@ -422,7 +443,7 @@ func TestContextCancellation(t *testing.T) {
 			_, err := c.Get(ctx, acct, startdeliver.KindUser, 1)
 			errc <- err
 		}()
-		waitFor(t, func() bool { return srv.TotalCalls() > 0 })
+		<-answered
 		cancel()
 		err := <-errc
 		var ae *startdeliver.APIError
@@ -581,3 +602,8 @@ func TestRateLimiterRecovers(t *testing.T) {
 		t.Errorf("CurrentRate() after 20 successes = %v, want back at 1000", r)
 	}
 }
+
+// roundTripFunc adapts a function to http.RoundTripper.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
