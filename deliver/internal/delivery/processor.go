@@ -144,6 +144,10 @@ type Processor struct {
 
 	mu    sync.Mutex
 	slots map[string]chan struct{}
+	// inflight holds the events being processed here, by account and
+	// messageId, so that two copies of one event (a Segment retry, a
+	// redelivery while the first is still running) never run at once.
+	inflight map[string]*inflight
 	// creating shares one creation per identity among this process's
 	// concurrent events; claims do the same across instances.
 	creating singleflight.Group
@@ -170,13 +174,72 @@ func New(opts Options) *Processor {
 		opts.Now = time.Now
 	}
 	return &Processor{
-		opts:    opts,
-		log:     opts.Logger,
-		tracer:  otel.Tracer("github.com/startdeliver/segment-destination/deliver/delivery"),
-		metrics: newMetrics(otel.Meter("github.com/startdeliver/segment-destination/deliver/delivery")),
-		slots:   map[string]chan struct{}{},
+		opts:     opts,
+		log:      opts.Logger,
+		tracer:   otel.Tracer("github.com/startdeliver/segment-destination/deliver/delivery"),
+		metrics:  newMetrics(otel.Meter("github.com/startdeliver/segment-destination/deliver/delivery")),
+		slots:    map[string]chan struct{}{},
+		inflight: map[string]*inflight{},
 	}
 }
+
+// inflight is one event being processed; done closes when it ends.
+type inflight struct {
+	done    chan struct{}
+	waiters int
+}
+
+// own makes this delivery the only one of its event in this process: a
+// copy already running is waited for (at most AccountWait, then the event
+// is retried later), so that the dedupe check after it sees its record.
+func (p *Processor) own(ctx context.Context, accountID, messageID string) (func(), error) {
+	key := accountID + "/" + messageID
+	t := time.NewTimer(p.opts.AccountWait)
+	defer t.Stop()
+	for {
+		p.mu.Lock()
+		cur, busy := p.inflight[key]
+		if !busy {
+			mine := &inflight{done: make(chan struct{})}
+			p.inflight[key] = mine
+			p.mu.Unlock()
+			return func() {
+				p.mu.Lock()
+				delete(p.inflight, key)
+				p.mu.Unlock()
+				close(mine.done)
+			}, nil
+		}
+		cur.waiters++
+		p.mu.Unlock()
+		var err error
+		select {
+		case <-cur.done:
+		case <-t.C:
+			err = fmt.Errorf("event %s of account %s: %w", clip(messageID, 100), short(accountID), errCopyInFlight)
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		p.mu.Lock()
+		cur.waiters--
+		p.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// waiting tells how many deliveries wait for a copy of the event (tests).
+func (p *Processor) waiting(accountID, messageID string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if cur, ok := p.inflight[accountID+"/"+messageID]; ok {
+		return cur.waiters
+	}
+	return 0
+}
+
+var errCopyInFlight = errors.New("a copy of this event is being processed")
 
 // permanentError is a failure that must not be retried.
 type permanentError struct {
@@ -251,6 +314,23 @@ func (p *Processor) Process(ctx context.Context, m Message) Result {
 
 func (p *Processor) process(ctx context.Context, m Message, env *envelope.Message) Result {
 	ev := env.Event
+	disown, err := p.own(ctx, env.AccountID, ev.MessageID)
+	if err != nil {
+		return p.fail(ctx, m, env.AccountID, err)
+	}
+	defer disown()
+	// The account's slot comes first: an event that must wait too long for
+	// it is retried later without having paid for a dedupe read. It is
+	// given back as soon as Startdeliver's part is done, before the
+	// completion record is written, so it bounds calls to Startdeliver and
+	// nothing else.
+	release, err := p.acquire(ctx, env.AccountID)
+	if err != nil {
+		return p.fail(ctx, m, env.AccountID, err)
+	}
+	var once sync.Once
+	free := func() { once.Do(release) }
+	defer free()
 	done, err := p.isDone(ctx, env.AccountID, ev.MessageID)
 	if err != nil {
 		return p.fail(ctx, m, env.AccountID, err)
@@ -288,18 +368,16 @@ func (p *Processor) process(ctx context.Context, m Message, env *envelope.Messag
 			"messageId", ev.MessageID, "account", env.AccountID)
 	}
 	if pl.Skip != "" {
+		free()
 		p.complete(ctx, env.AccountID, ev.MessageID, OutcomeSkipped)
 		return Result{Decision: Ack, Outcome: OutcomeSkipped, Class: pl.Skip}
 	}
-	release, err := p.acquire(ctx, env.AccountID)
-	if err != nil {
-		return p.fail(ctx, m, env.AccountID, err)
-	}
-	defer release()
 	acct := startdeliver.Account{APIKey: env.APIKey, BaseURL: entry.Account.StartdeliverAPIURL}
 	if err := p.executeWithRetries(ctx, acct, env.AccountID, ev, pl, env.ReceivedAt); err != nil {
+		free()
 		return p.fail(ctx, m, env.AccountID, err)
 	}
+	free()
 	p.complete(ctx, env.AccountID, ev.MessageID, OutcomeDelivered)
 	return Result{Decision: Ack, Outcome: OutcomeDelivered}
 }
@@ -434,6 +512,8 @@ func classify(err error) (class string, permanentErr bool) {
 	switch {
 	case errors.Is(err, errAccountBusy):
 		return "account-busy", false
+	case errors.Is(err, errCopyInFlight):
+		return "copy-in-flight", false
 	case errors.Is(err, identity.ErrBusy):
 		return "identity-busy", false
 	case startdeliver.IsRetryable(err):

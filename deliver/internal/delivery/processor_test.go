@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -46,11 +47,15 @@ type fakeCompletions struct {
 	// failWrites makes the next Complete calls fail.
 	failWrites int
 	writes     int
+	reads      int
+	// onComplete, when set, runs at the start of every Complete.
+	onComplete func(msg string)
 }
 
 func (f *fakeCompletions) Done(_ context.Context, acct, msg string) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.reads++
 	if f.doneErr != nil {
 		return false, f.doneErr
 	}
@@ -59,6 +64,9 @@ func (f *fakeCompletions) Done(_ context.Context, acct, msg string) (bool, error
 }
 
 func (f *fakeCompletions) Complete(_ context.Context, acct, msg, outcome string) error {
+	if f.onComplete != nil {
+		f.onComplete(msg)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.writes++
@@ -240,8 +248,87 @@ func TestSlowAccountHoldsAtMostItsSlots(t *testing.T) {
 	if res.Decision != Nack || res.Class != "account-busy" {
 		t.Errorf("Process with the account's slots full = %v %q, want Nack account-busy", res.Decision, res.Class)
 	}
+	if f.done.reads != 0 {
+		t.Errorf("dedupe reads for the nacked event = %d, want 0 (the slot is taken first)", f.done.reads)
+	}
 	if _, err := f.p.acquire(context.Background(), "another-account"); err != nil {
 		t.Errorf("another account's slot: %v, want free", err)
+	}
+}
+
+// TestSlotFreedBeforeCompletionRecord: the account's slot bounds calls to
+// Startdeliver only; while one event's completion record is being written,
+// the next event of the same account already runs.
+func TestSlotFreedBeforeCompletionRecord(t *testing.T) {
+	f := newFixture(t, simple)
+	f.p.opts.PerAccount = 1
+	entered, gate := make(chan struct{}), make(chan struct{})
+	f.done.onComplete = func(msg string) {
+		if msg == "first" {
+			close(entered)
+			<-gate
+		}
+	}
+	first := make(chan Result, 1)
+	go func() {
+		first <- f.p.Process(context.Background(), message(t, `{"type":"track","userId":"u1","event":"e","messageId":"first"}`))
+	}()
+	<-entered
+	res := f.p.Process(context.Background(), message(t, `{"type":"track","userId":"u2","event":"e","messageId":"second"}`))
+	close(gate)
+	if res.Outcome != OutcomeDelivered {
+		t.Errorf("second event while the first records its completion = %s %q (%v), want delivered", res.Outcome, res.Class, res.Err)
+	}
+	if res := <-first; res.Outcome != OutcomeDelivered {
+		t.Errorf("first event = %s (%v), want delivered", res.Outcome, res.Err)
+	}
+	if n := len(f.sd.Usage(key)); n != 2 {
+		t.Errorf("usage records = %d, want 2", n)
+	}
+}
+
+// TestCopiesOfOneEventDoNotRunAtOnce: a second copy of an event (a Segment
+// retry published again, a redelivery) that arrives while the first is
+// still being processed waits for it and then has no second effect.
+func TestCopiesOfOneEventDoNotRunAtOnce(t *testing.T) {
+	f := newFixture(t, simple)
+	f.p.opts.AccountWait = time.Minute
+	entered, gate := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int32
+	f.done.onComplete = func(string) {
+		if calls.Add(1) == 1 {
+			close(entered)
+			<-gate
+		}
+	}
+	const ev = `{"type":"track","userId":"u1","event":"e","messageId":"twice"}`
+	first := make(chan Result, 1)
+	go func() { first <- f.p.Process(context.Background(), message(t, ev)) }()
+	<-entered
+	second := make(chan Result, 1)
+	go func() { second <- f.p.Process(context.Background(), message(t, ev)) }()
+	// The second copy either waits for the first or (wrongly) finishes.
+	var res Result
+	finished := false
+	for !finished && f.p.waiting(envelope.AccountID(key), "twice") == 0 {
+		select {
+		case res = <-second:
+			finished = true
+		case <-time.After(time.Millisecond):
+		}
+	}
+	close(gate)
+	if res := <-first; res.Outcome != OutcomeDelivered {
+		t.Errorf("first copy = %s (%v), want delivered", res.Outcome, res.Err)
+	}
+	if !finished {
+		res = <-second
+	}
+	if res.Decision != Ack || res.Outcome != OutcomeDuplicate {
+		t.Errorf("second copy = %v %s (%v), want acked as duplicate", res.Decision, res.Outcome, res.Err)
+	}
+	if n := len(f.sd.Usage(key)); n != 1 {
+		t.Errorf("usage records = %d, want 1", n)
 	}
 }
 
