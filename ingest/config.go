@@ -32,8 +32,9 @@ type config struct {
 	// Ordering is PUBSUB_ORDERING (default true): publish with an ordering
 	// key per account and person.
 	Ordering bool
-	// PublishDelay is PUBSUB_PUBLISH_DELAY (default 1ms): how long a publish
-	// batch waits to fill.
+	// PublishDelay is PUBSUB_PUBLISH_DELAY (default 1ms): the least time a
+	// partial batch waits behind a Publish call in flight before another
+	// call is opened; a lone event leaves at once.
 	PublishDelay time.Duration
 	// PublishTimeout is PUBSUB_PUBLISH_TIMEOUT (default 10s): how long a
 	// request waits for Pub/Sub before it answers 503.
