@@ -164,6 +164,11 @@ func TestOneTracePerEvent(t *testing.T) {
 		"config source":      {byName["config lookup"].attr("config.source"), "firestore"},
 		"status":             {process.Status.Code, "Ok"},
 		"usage status":       {byName["POST /usage"].attr("http.response.status_code"), "200"},
+		// Pub/Sub's id, as ingest was told it and as deliver received it.
+		"pubsub message id": {publish.attr("messaging.message.id"), process.attr("messaging.message.id")},
+	}
+	if publish.attr("messaging.message.id") == "" {
+		t.Errorf("publish span has no messaging.message.id")
 	}
 	for what, c := range checks {
 		if c[0] != c[1] {

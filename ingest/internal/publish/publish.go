@@ -65,6 +65,8 @@ type pending struct {
 	msg  *pubsubpb.PubsubMessage
 	size int
 	done chan error
+	// id is Pub/Sub's id for the message, set before done is told of success.
+	id string
 }
 
 // Publisher publishes envelopes to one topic. Safe for concurrent use.
@@ -124,9 +126,10 @@ func topicName(project, topic string) string {
 var ErrStopped = errors.New("publisher stopped")
 
 // Publish sends msg and waits for Pub/Sub's confirmation, ctx's end, or the
-// publish timeout. A message whose wait ended early may still be
-// published: Segment's retry then makes a duplicate, which deliver ignores.
-func (p *Publisher) Publish(ctx context.Context, msg *envelope.Encoded) error {
+// publish timeout, and returns the id Pub/Sub gave the message. A message
+// whose wait ended early may still be published: Segment's retry then makes
+// a duplicate, which deliver ignores.
+func (p *Publisher) Publish(ctx context.Context, msg *envelope.Encoded) (string, error) {
 	m := &pubsubpb.PubsubMessage{Data: msg.Data, Attributes: msg.Attributes}
 	if !p.opts.DisableOrdering {
 		m.OrderingKey = msg.OrderingKey
@@ -139,7 +142,7 @@ func (p *Publisher) Publish(ctx context.Context, msg *envelope.Encoded) error {
 	p.mu.Lock()
 	if p.stopped {
 		p.mu.Unlock()
-		return ErrStopped
+		return "", ErrStopped
 	}
 	p.queue = append(p.queue, pd)
 	p.bytes += size
@@ -153,13 +156,13 @@ func (p *Publisher) Publish(ctx context.Context, msg *envelope.Encoded) error {
 	select {
 	case err := <-pd.done:
 		if err != nil {
-			return fmt.Errorf("publish %s: %w", msg.Attributes[envelope.AttrMessageID], err)
+			return "", fmt.Errorf("publish %s: %w", msg.Attributes[envelope.AttrMessageID], err)
 		}
-		return nil
+		return pd.id, nil
 	case <-ctx.Done():
-		return fmt.Errorf("publish %s: %w", msg.Attributes[envelope.AttrMessageID], ctx.Err())
+		return "", fmt.Errorf("publish %s: %w", msg.Attributes[envelope.AttrMessageID], ctx.Err())
 	case <-t.C:
-		return fmt.Errorf("publish %s: no confirmation within %s", msg.Attributes[envelope.AttrMessageID], p.opts.Timeout)
+		return "", fmt.Errorf("publish %s: no confirmation within %s", msg.Attributes[envelope.AttrMessageID], p.opts.Timeout)
 	}
 }
 
@@ -263,10 +266,16 @@ func (p *Publisher) send(batch []*pending, keys []string, partial bool) {
 	}
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), p.opts.Timeout)
-	_, err := p.rpc.Publish(ctx, &pubsubpb.PublishRequest{Topic: p.topic, Messages: msgs})
+	resp, err := p.rpc.Publish(ctx, &pubsubpb.PublishRequest{Topic: p.topic, Messages: msgs})
 	cancel()
 	took := time.Since(start)
-	for _, pd := range batch {
+	if err == nil && len(resp.GetMessageIds()) != len(batch) {
+		err = fmt.Errorf("pubsub answered %d message ids for %d messages", len(resp.GetMessageIds()), len(batch))
+	}
+	for i, pd := range batch {
+		if err == nil {
+			pd.id = resp.MessageIds[i]
+		}
 		pd.done <- err
 	}
 	p.mu.Lock()

@@ -24,6 +24,8 @@ type fakeRPC struct {
 	overlap  []string
 	delay    time.Duration
 	err      error
+	// shortIDs leaves this many ids out of each answer.
+	shortIDs int
 }
 
 func (f *fakeRPC) Publish(_ context.Context, req *pubsubpb.PublishRequest, _ ...gax.CallOption) (*pubsubpb.PublishResponse, error) {
@@ -52,8 +54,21 @@ func (f *fakeRPC) Publish(_ context.Context, req *pubsubpb.PublishRequest, _ ...
 	for k := range keys {
 		delete(f.inFlight, k)
 	}
+	short := f.shortIDs
 	f.mu.Unlock()
-	return &pubsubpb.PublishResponse{}, err
+	if err != nil {
+		return nil, err
+	}
+	return &pubsubpb.PublishResponse{MessageIds: serverIDs(req.Messages[:len(req.Messages)-short])}, nil
+}
+
+// serverIDs names each message as the fake server's id for it.
+func serverIDs(msgs []*pubsubpb.PubsubMessage) []string {
+	ids := make([]string, len(msgs))
+	for i, m := range msgs {
+		ids[i] = "server-" + string(m.Data)
+	}
+	return ids
 }
 
 func msg(key, id string) *envelope.Encoded {
@@ -75,8 +90,12 @@ func TestBatchesAcrossKeysAndKeepsOrder(t *testing.T) {
 			before := p.enqueued
 			p.mu.Unlock()
 			wg.Go(func() {
-				if err := p.Publish(context.Background(), msg(fmt.Sprint("k", person), fmt.Sprintf("%d-%d", person, i))); err != nil {
+				data := fmt.Sprintf("%d-%d", person, i)
+				id, err := p.Publish(context.Background(), msg(fmt.Sprint("k", person), data))
+				if err != nil {
 					t.Errorf("Publish: %v", err)
+				} else if id != "server-"+data {
+					t.Errorf("Publish(%s) id = %q, want the server's id for that message", data, id)
 				}
 			})
 			for { // wait until this one is queued: the order is then fixed
@@ -124,7 +143,7 @@ func TestErrorReachesEveryWaiter(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make([]error, 20)
 	for i := range errs {
-		wg.Go(func() { errs[i] = p.Publish(context.Background(), msg(fmt.Sprint("k", i), fmt.Sprint(i))) })
+		wg.Go(func() { _, errs[i] = p.Publish(context.Background(), msg(fmt.Sprint("k", i), fmt.Sprint(i))) })
 	}
 	wg.Wait()
 	for i, err := range errs {
@@ -136,19 +155,29 @@ func TestErrorReachesEveryWaiter(t *testing.T) {
 	f.mu.Lock()
 	f.err = nil
 	f.mu.Unlock()
-	if err := p.Publish(context.Background(), msg("k1", "again")); err != nil {
+	if _, err := p.Publish(context.Background(), msg("k1", "again")); err != nil {
 		t.Errorf("Publish after a failure = %v, want nil", err)
+	}
+}
+
+// TestAnswerWithoutEveryIDFails: an answer that does not name every
+// message cannot confirm them; each waiter is told so.
+func TestAnswerWithoutEveryIDFails(t *testing.T) {
+	f := &fakeRPC{shortIDs: 1}
+	p := newPublisher(f, "projects/p/topics/t", Options{})
+	if id, err := p.Publish(context.Background(), msg("k", "x")); err == nil {
+		t.Errorf("Publish with no id in the answer = %q, nil; want an error", id)
 	}
 }
 
 func TestTimeoutAndStop(t *testing.T) {
 	f := &fakeRPC{delay: 300 * time.Millisecond}
 	p := newPublisher(f, "projects/p/topics/t", Options{Timeout: 50 * time.Millisecond})
-	if err := p.Publish(context.Background(), msg("k", "slow")); err == nil {
+	if _, err := p.Publish(context.Background(), msg("k", "slow")); err == nil {
 		t.Errorf("Publish past the timeout = nil, want an error")
 	}
 	p.Stop()
-	if err := p.Publish(context.Background(), msg("k", "late")); !errors.Is(err, ErrStopped) {
+	if _, err := p.Publish(context.Background(), msg("k", "late")); !errors.Is(err, ErrStopped) {
 		t.Errorf("Publish after Stop = %v, want ErrStopped", err)
 	}
 }
@@ -156,7 +185,7 @@ func TestTimeoutAndStop(t *testing.T) {
 func TestWithoutOrdering(t *testing.T) {
 	f := &fakeRPC{}
 	p := newPublisher(f, "projects/p/topics/t", Options{DisableOrdering: true})
-	if err := p.Publish(context.Background(), msg("k", "x")); err != nil {
+	if _, err := p.Publish(context.Background(), msg("k", "x")); err != nil {
 		t.Fatal(err)
 	}
 	p.Stop()

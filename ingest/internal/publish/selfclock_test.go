@@ -28,7 +28,7 @@ func (g *gateRPC) Publish(ctx context.Context, req *pubsubpb.PublishRequest, _ .
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	return &pubsubpb.PublishResponse{}, nil
+	return &pubsubpb.PublishResponse{MessageIds: serverIDs(req.Messages)}, nil
 }
 
 func (g *gateRPC) sizes() []int {
@@ -82,7 +82,7 @@ func TestPartialBatchesTakeTurns(t *testing.T) {
 			var wg sync.WaitGroup
 			publish := func(id string) {
 				wg.Go(func() {
-					if err := p.Publish(context.Background(), msg("k-"+id, id)); err != nil {
+					if _, err := p.Publish(context.Background(), msg("k-"+id, id)); err != nil {
 						t.Errorf("Publish(%s) = %v, want nil", id, err)
 					}
 				})

@@ -16,7 +16,7 @@ import (
 // noopPublisher confirms every publish at once.
 type noopPublisher struct{}
 
-func (noopPublisher) Publish(context.Context, *envelope.Encoded) error { return nil }
+func (noopPublisher) Publish(context.Context, *envelope.Encoded) (string, error) { return "1", nil }
 
 func benchBody(b *testing.B) string {
 	data, err := os.ReadFile("../../../scripts/bench/track.json")

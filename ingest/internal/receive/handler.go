@@ -35,7 +35,7 @@ import (
 // publisher publishes one message and blocks until Pub/Sub confirms it, ctx
 // ends, or publishing fails. It is called from many goroutines at once.
 type publisher interface {
-	Publish(ctx context.Context, msg *envelope.Encoded) error
+	Publish(ctx context.Context, msg *envelope.Encoded) (id string, err error)
 }
 
 // accounts says whether an account may send events. Check returns nil for an
@@ -512,11 +512,13 @@ func (h *Handler) publish(ctx context.Context, req *request, ev *segment.Event) 
 		return (&httpError{status: http.StatusInternalServerError, msg: "could not encode the event", err: err}).about(req.accountID, ev.MessageID)
 	}
 	start := time.Now()
-	if err := h.opts.Publisher.Publish(ctx, msg); err != nil {
+	id, err := h.opts.Publisher.Publish(ctx, msg)
+	if err != nil {
 		span.SetStatus(codes.Error, "publish failed")
 		span.RecordError(err)
 		return (&httpError{status: http.StatusServiceUnavailable, msg: "could not publish the event; retry", err: err}).about(req.accountID, ev.MessageID)
 	}
+	span.SetAttributes(attribute.String("messaging.message.id", id))
 	h.metrics.publish.Record(ctx, time.Since(start).Seconds())
 	h.metrics.published.Add(ctx, 1, metric.WithAttributes(attribute.String("type", string(ev.Type)), attribute.String("account", req.accountID)))
 	return nil

@@ -47,14 +47,14 @@ type fakePublisher struct {
 	fail error
 }
 
-func (p *fakePublisher) Publish(_ context.Context, m *envelope.Encoded) error {
+func (p *fakePublisher) Publish(_ context.Context, m *envelope.Encoded) (string, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.fail != nil {
-		return p.fail
+		return "", p.fail
 	}
 	p.msgs = append(p.msgs, m)
-	return nil
+	return fmt.Sprint(len(p.msgs)), nil
 }
 
 func (p *fakePublisher) published() []*envelope.Encoded {
