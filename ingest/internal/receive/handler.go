@@ -464,10 +464,18 @@ func (h *Handler) batch(w http.ResponseWriter, r *http.Request) {
 		index = append(index, i)
 	}
 	req := &request{key: key, accountID: accountID}
+	// Each event is encoded here, one after the other, and only the wait
+	// for its confirmation runs in a goroutine of its own: encoding in
+	// short-lived goroutines would grow a fresh stack for each event.
 	errs := make([]*httpError, len(valid))
 	var wg sync.WaitGroup
 	for i, ev := range valid {
-		wg.Go(func() { errs[i] = h.publish(ctx, req, ev) })
+		pub, herr := h.encode(ctx, req, ev)
+		if herr != nil {
+			errs[i] = herr
+			continue
+		}
+		wg.Go(func() { errs[i] = pub.send() })
 	}
 	wg.Wait()
 	for i, herr := range errs {
@@ -486,6 +494,25 @@ func (h *Handler) batch(w http.ResponseWriter, r *http.Request) {
 // publish encodes and publishes one event, waiting for Pub/Sub's
 // confirmation.
 func (h *Handler) publish(ctx context.Context, req *request, ev *segment.Event) *httpError {
+	pub, herr := h.encode(ctx, req, ev)
+	if herr != nil {
+		return herr
+	}
+	return pub.send()
+}
+
+// pending is one encoded event on its way to Pub/Sub, with its span.
+type pending struct {
+	h    *Handler
+	ctx  context.Context
+	span trace.Span
+	req  *request
+	ev   *segment.Event
+	msg  *envelope.Encoded
+}
+
+// encode starts the event's publish span and builds its message.
+func (h *Handler) encode(ctx context.Context, req *request, ev *segment.Event) (*pending, *httpError) {
 	ctx, span := h.tracer.Start(ctx, "publish "+h.opts.Topic,
 		trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(
@@ -496,7 +523,6 @@ func (h *Handler) publish(ctx context.Context, req *request, ev *segment.Event) 
 			attribute.String("segment.type", string(ev.Type)),
 			attribute.String("account.id", req.accountID),
 		))
-	defer span.End()
 	carrier := propagation.MapCarrier{}
 	otel.GetTextMapPropagator().Inject(ctx, carrier)
 	msg, err := envelope.Encode(&envelope.Message{
@@ -509,18 +535,26 @@ func (h *Handler) publish(ctx context.Context, req *request, ev *segment.Event) 
 	})
 	if err != nil {
 		span.SetStatus(codes.Error, "encode")
-		return (&httpError{status: http.StatusInternalServerError, msg: "could not encode the event", err: err}).about(req.accountID, ev.MessageID)
+		span.End()
+		return nil, (&httpError{status: http.StatusInternalServerError, msg: "could not encode the event", err: err}).about(req.accountID, ev.MessageID)
 	}
+	return &pending{h: h, ctx: ctx, span: span, req: req, ev: ev, msg: msg}, nil
+}
+
+// send publishes the message, waits for the confirmation and ends the span.
+func (p *pending) send() *httpError {
+	h, ctx, span, ev := p.h, p.ctx, p.span, p.ev
+	defer span.End()
 	start := time.Now()
-	id, err := h.opts.Publisher.Publish(ctx, msg)
+	id, err := h.opts.Publisher.Publish(ctx, p.msg)
 	if err != nil {
 		span.SetStatus(codes.Error, "publish failed")
 		span.RecordError(err)
-		return (&httpError{status: http.StatusServiceUnavailable, msg: "could not publish the event; retry", err: err}).about(req.accountID, ev.MessageID)
+		return (&httpError{status: http.StatusServiceUnavailable, msg: "could not publish the event; retry", err: err}).about(p.req.accountID, ev.MessageID)
 	}
 	span.SetAttributes(attribute.String("messaging.message.id", id))
 	h.metrics.publish.Record(ctx, time.Since(start).Seconds())
-	h.metrics.published.Add(ctx, 1, metric.WithAttributes(attribute.String("type", string(ev.Type)), attribute.String("account", req.accountID)))
+	h.metrics.published.Add(ctx, 1, metric.WithAttributes(attribute.String("type", string(ev.Type)), attribute.String("account", p.req.accountID)))
 	return nil
 }
 
