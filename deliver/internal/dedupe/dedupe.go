@@ -7,9 +7,15 @@
 // than Segment retries (4 hours) and Pub/Sub retains messages (7 days). A
 // bounded process-local cache in front answers redeliveries to the same
 // instance without a read.
+//
+// Concurrent callers share Firestore round trips: the checks that arrive
+// while a read is in flight go together in one BatchGetDocuments call when it
+// returns, and the records likewise in one BatchWrite call (see batcher). A
+// lone call goes at once.
 package dedupe
 
 import (
+	"cmp"
 	"container/list"
 	"context"
 	"crypto/sha256"
@@ -19,8 +25,6 @@ import (
 	"time"
 
 	"cloud.google.com/go/firestore"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // Retention is how long a completion is remembered.
@@ -35,9 +39,12 @@ type Options struct {
 
 // Store records and checks completed events. Safe for concurrent use.
 type Store struct {
-	col  *firestore.CollectionRef
-	now  func() time.Time
-	size int
+	client *firestore.Client
+	col    *firestore.CollectionRef
+	now    func() time.Time
+	size   int
+	gets   *batcher // Done's reads
+	sets   *batcher // Complete's writes
 
 	mu    sync.Mutex
 	lru   *list.List // of string keys, most recent first
@@ -56,7 +63,10 @@ func New(client *firestore.Client, opts Options) *Store {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Store{col: client.Collection(opts.Collection), now: opts.Now, size: opts.CacheSize, lru: list.New(), index: map[string]*list.Element{}}
+	s := &Store{client: client, col: client.Collection(opts.Collection), now: opts.Now, size: opts.CacheSize, lru: list.New(), index: map[string]*list.Element{}}
+	s.gets = newBatcher(maxReads, s.read)
+	s.sets = newBatcher(maxWrites, s.write)
+	return s
 }
 
 // Key is the document id of a completion: it names the account and the
@@ -74,47 +84,139 @@ func (s *Store) Reads() int64 {
 }
 
 // Done reports whether the event was completed before. An error means it
-// cannot tell (retryable).
+// cannot tell (retryable). It returns when its read is answered or ctx ends,
+// whichever is first; the read of a caller who stopped waiting may still be
+// made for others in its batch.
 func (s *Store) Done(ctx context.Context, accountID, messageID string) (bool, error) {
 	k := Key(accountID, messageID)
 	if s.cached(k) {
 		return true, nil
 	}
-	s.mu.Lock()
-	s.reads++
-	s.mu.Unlock()
-	snap, err := s.col.Doc(k).Get(ctx)
-	if status.Code(err) == codes.NotFound {
-		return false, nil
-	}
-	if err != nil {
+	if err := ctx.Err(); err != nil {
 		return false, fmt.Errorf("read completion %s: %w", messageID, err)
 	}
-	if exp, ok := snap.Data()["expireAt"].(time.Time); ok && exp.Before(s.now()) {
-		return false, nil // expired, awaiting the TTL sweep
+	o := newOp(ctx, k, nil)
+	s.gets.add(o)
+	select {
+	case r := <-o.done:
+		if r.err != nil {
+			return false, fmt.Errorf("read completion %s: %w", messageID, r.err)
+		}
+		return r.completed, nil
+	case <-ctx.Done():
+		s.gets.drop(o)
+		return false, fmt.Errorf("read completion %s: %w", messageID, ctx.Err())
 	}
-	s.remember(k)
-	return true, nil
 }
 
 // Complete records the event as done. It is remembered in process even when
 // the write fails, so this instance never repeats it; the error tells the
-// caller the record may not be durable.
+// caller the record may not be durable: its write failed, or ctx ended
+// before the write was confirmed.
 func (s *Store) Complete(ctx context.Context, accountID, messageID, outcome string) error {
 	k := Key(accountID, messageID)
 	s.remember(k)
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("record completion %s: %w", messageID, err)
+	}
 	now := s.now()
-	_, err := s.col.Doc(k).Set(ctx, map[string]any{
+	o := newOp(ctx, k, map[string]any{
 		"accountId":   accountID,
 		"messageId":   messageID,
 		"outcome":     outcome,
 		"completedAt": now,
 		"expireAt":    now.Add(Retention),
 	})
-	if err != nil {
-		return fmt.Errorf("record completion %s: %w", messageID, err)
+	s.sets.add(o)
+	select {
+	case r := <-o.done:
+		if r.err != nil {
+			return fmt.Errorf("record completion %s: %w", messageID, r.err)
+		}
+		return nil
+	case <-ctx.Done():
+		s.sets.drop(o)
+		return fmt.Errorf("record completion %s: %w", messageID, ctx.Err())
 	}
-	return nil
+}
+
+// read answers a batch of Done calls with one BatchGetDocuments call.
+func (s *Store) read(ctx context.Context, ops []*op) error {
+	refs, waiting := s.byDocument(ops)
+	s.mu.Lock()
+	s.reads += int64(len(refs))
+	s.mu.Unlock()
+	snaps, err := s.client.GetAll(ctx, refs)
+	if err == nil && len(snaps) != len(refs) {
+		err = fmt.Errorf("firestore answered %d documents for %d", len(snaps), len(refs))
+	}
+	for i, ref := range refs {
+		r := result{err: err}
+		if err == nil && s.live(snaps[i]) {
+			r.completed = true
+			s.remember(ref.ID)
+		}
+		for _, o := range waiting[ref.ID] {
+			o.done <- r
+		}
+	}
+	return err
+}
+
+// live reports whether snap records a completion that has not expired.
+func (s *Store) live(snap *firestore.DocumentSnapshot) bool {
+	if !snap.Exists() {
+		return false
+	}
+	if exp, ok := snap.Data()["expireAt"].(time.Time); ok && exp.Before(s.now()) {
+		return false // expired, awaiting the TTL sweep
+	}
+	return true
+}
+
+// write answers a batch of Complete calls with one BatchWrite call, through
+// a BulkWriter of its own (a BulkWriter takes one write per document in its
+// life). BatchWrite applies each write on its own, so each caller learns
+// whether its own record was written; the BulkWriter retries a write that
+// failed as aborted or unavailable.
+func (s *Store) write(ctx context.Context, ops []*op) error {
+	refs, waiting := s.byDocument(ops)
+	bw := s.client.BulkWriter(ctx)
+	jobs := make([]*firestore.BulkWriterJob, len(refs))
+	errs := make([]error, len(refs))
+	for i, ref := range refs {
+		w := waiting[ref.ID]
+		// Two records of one event in a batch: the later one, as two Sets
+		// in turn would leave it.
+		jobs[i], errs[i] = bw.Set(ref, w[len(w)-1].data)
+	}
+	bw.End()
+	var failed error
+	for i, ref := range refs {
+		err := errs[i]
+		if err == nil {
+			_, err = jobs[i].Results()
+		}
+		for _, o := range waiting[ref.ID] {
+			o.done <- result{err: err}
+		}
+		failed = cmp.Or(failed, err)
+	}
+	return failed
+}
+
+// byDocument returns the documents of ops, each once, in the order of the
+// first op that names it, and the ops waiting for each by document id.
+func (s *Store) byDocument(ops []*op) ([]*firestore.DocumentRef, map[string][]*op) {
+	refs := make([]*firestore.DocumentRef, 0, len(ops))
+	waiting := make(map[string][]*op, len(ops))
+	for _, o := range ops {
+		if _, ok := waiting[o.key]; !ok {
+			refs = append(refs, s.col.Doc(o.key))
+		}
+		waiting[o.key] = append(waiting[o.key], o)
+	}
+	return refs, waiting
 }
 
 func (s *Store) cached(k string) bool {
