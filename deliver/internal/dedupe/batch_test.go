@@ -1,0 +1,501 @@
+package dedupe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/firestore"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/startdeliver/segment-destination/shared/emulatortest"
+)
+
+const (
+	getMethod    = "/google.firestore.v1.Firestore/BatchGetDocuments"
+	commitMethod = "/google.firestore.v1.Firestore/Commit"
+	beginMethod  = "/google.firestore.v1.Firestore/BeginTransaction"
+)
+
+// wire counts a client's Firestore calls as they go out on the wire.
+type wire struct {
+	gets    atomic.Int64 // BatchGetDocuments calls
+	commits atomic.Int64 // Commit calls
+	begins  atomic.Int64 // BeginTransaction calls
+	others  atomic.Int64 // any other calls (BatchWrite, Rollback, ...)
+}
+
+// writes is the number of calls that wrote, or began a transaction to.
+func (w *wire) writes() int64 { return w.commits.Load() + w.begins.Load() + w.others.Load() }
+
+// holder holds, or fails, the calls of one method, for a test to control
+// what is in flight.
+type holder struct {
+	method  string
+	hold    func(n int64) bool // whether to hold the nth call of method
+	fail    error              // every call of method fails with it
+	n       atomic.Int64
+	entered chan int64    // the number of each call held, as it arrives
+	release chan struct{} // a send releases one held call; closed at the end
+}
+
+func newHolder(t *testing.T, method string, hold func(n int64) bool) *holder {
+	h := &holder{method: method, hold: hold, entered: make(chan int64, 100), release: make(chan struct{})}
+	t.Cleanup(func() { close(h.release) })
+	return h
+}
+
+func (h *holder) before(method string) error {
+	if h == nil || method != h.method {
+		return nil
+	}
+	if n := h.n.Add(1); h.hold != nil && h.hold(n) {
+		h.entered <- n
+		<-h.release
+	}
+	return h.fail
+}
+
+// first holds only the first call.
+func first(n int64) bool { return n == 1 }
+
+// all holds every call.
+func all(int64) bool { return true }
+
+// wiredFirestore returns an emulator client whose calls are counted and go
+// through h (which may be nil).
+func wiredFirestore(t *testing.T, env emulatortest.Env, h *holder) (*firestore.Client, *wire) {
+	t.Helper()
+	w := &wire{}
+	t.Setenv("FIRESTORE_EMULATOR_HOST", env.FirestoreHost)
+	conn, err := grpc.NewClient(env.FirestoreHost,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(emulatorOwner{}),
+		grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			switch method {
+			case commitMethod:
+				w.commits.Add(1)
+			case beginMethod:
+				w.begins.Add(1)
+			default:
+				w.others.Add(1)
+			}
+			if err := h.before(method); err != nil {
+				return err
+			}
+			return invoker(ctx, method, req, reply, cc, opts...)
+		}),
+		grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+			if method == getMethod {
+				w.gets.Add(1)
+			}
+			if err := h.before(method); err != nil {
+				return nil, err
+			}
+			return streamer(ctx, desc, cc, method, opts...)
+		}),
+	)
+	if err != nil {
+		t.Fatalf("dial firestore emulator: %v", err)
+	}
+	c, err := firestore.NewClient(context.Background(), env.Project, option.WithGRPCConn(conn))
+	if err != nil {
+		t.Fatalf("firestore client: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, w
+}
+
+// emulatorOwner is the credential the Firestore emulator takes for admin
+// access, as the client library sends it.
+type emulatorOwner struct{}
+
+func (emulatorOwner) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer owner"}, nil
+}
+func (emulatorOwner) RequireTransportSecurity() bool { return false }
+
+// noEscape makes queued ops wait for the call in flight however long it
+// takes, so that a test decides what goes in which call.
+func noEscape(s *Store) *Store {
+	for _, b := range []*batcher{s.gets, s.sets} {
+		b.minWait, b.maxWait = time.Hour, time.Hour
+	}
+	return s
+}
+
+// waitQueued waits until n ops wait in b.
+func waitQueued(t *testing.T, b *batcher, n int) {
+	t.Helper()
+	for b.queued() != n {
+		time.Sleep(time.Millisecond)
+	}
+}
+
+type answer struct {
+	done bool
+	err  error
+}
+
+// doneAsync calls Done in a goroutine.
+func doneAsync(ctx context.Context, s *Store, id string) <-chan answer {
+	ch := make(chan answer, 1)
+	go func() {
+		done, err := s.Done(ctx, "acct", id)
+		ch <- answer{done, err}
+	}()
+	return ch
+}
+
+// completeAsync calls Complete in a goroutine.
+func completeAsync(s *Store, id, outcome string) <-chan error {
+	ch := make(chan error, 1)
+	go func() { ch <- s.Complete(context.Background(), "acct", id, outcome) }()
+	return ch
+}
+
+func TestConcurrentCallsShareRoundTrips(t *testing.T) {
+	env := emulatortest.Require(t)
+	fs, w := wiredFirestore(t, env, nil)
+	col := emulatortest.Name(t, "deliveries")
+	ctx := context.Background()
+	const n = 300
+	id := func(i int) string { return fmt.Sprintf("m-%d", i) }
+
+	writer := New(fs, Options{Collection: col})
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := 0; i < n; i += 2 { // every other event is complete
+		wg.Go(func() {
+			<-start
+			errs[i] = writer.Complete(ctx, "acct", id(i), "delivered")
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("Complete(%s) = %v", id(i), err)
+		}
+	}
+	if got := w.writes(); got >= n/2 {
+		t.Errorf("%d concurrent Complete calls took %d write calls, want fewer", n/2, got)
+	}
+	t.Logf("%d concurrent Complete calls: %d Commit and %d BeginTransaction calls", n/2, w.commits.Load(), w.begins.Load())
+
+	reader := New(fs, Options{Collection: col}) // another instance, cold cache
+	start = make(chan struct{})
+	answers := make([]answer, n)
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			done, err := reader.Done(ctx, "acct", id(i))
+			answers[i] = answer{done, err}
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, a := range answers {
+		if a.err != nil || a.done != (i%2 == 0) {
+			t.Errorf("Done(%s) = %v, %v; want %v, nil", id(i), a.done, a.err, i%2 == 0)
+		}
+	}
+	if got := w.gets.Load(); got >= n {
+		t.Errorf("%d concurrent Done calls took %d BatchGetDocuments calls, want fewer", n, got)
+	}
+	if got := reader.Reads(); got != n {
+		t.Errorf("Reads() = %d, want %d (one per document)", got, n)
+	}
+	t.Logf("%d concurrent Done calls: %d BatchGetDocuments calls", n, w.gets.Load())
+
+	snap, err := fs.Collection(col).Doc(Key("acct", id(42))).Get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := snap.Data()
+	completed, _ := d["completedAt"].(time.Time)
+	expires, _ := d["expireAt"].(time.Time)
+	if d["accountId"] != "acct" || d["messageId"] != id(42) || d["outcome"] != "delivered" || !expires.Equal(completed.Add(Retention)) {
+		t.Errorf("record of %s = %v, want its account, messageId, outcome, and expireAt = completedAt + %s", id(42), d, Retention)
+	}
+}
+
+func TestCallsQueuedBehindOneInFlightGoTogether(t *testing.T) {
+	env := emulatortest.Require(t)
+	ctx := context.Background()
+
+	t.Run("reads", func(t *testing.T) {
+		h := newHolder(t, getMethod, first)
+		fs, w := wiredFirestore(t, env, h)
+		col := emulatortest.Name(t, "deliveries")
+		if err := New(fs, Options{Collection: col}).Complete(ctx, "acct", "m-7", "delivered"); err != nil {
+			t.Fatal(err)
+		}
+		s := noEscape(New(fs, Options{Collection: col}))
+		lead := doneAsync(ctx, s, "m-0")
+		<-h.entered
+		const queued = 50
+		answers := make([]<-chan answer, queued)
+		for i := range answers {
+			answers[i] = doneAsync(ctx, s, fmt.Sprintf("m-%d", i+1))
+		}
+		waitQueued(t, s.gets, queued)
+		h.release <- struct{}{}
+		if a := <-lead; a.err != nil || a.done {
+			t.Errorf("Done(m-0) = %v, %v; want false, nil", a.done, a.err)
+		}
+		for i, ch := range answers {
+			want := i+1 == 7
+			if a := <-ch; a.err != nil || a.done != want {
+				t.Errorf("Done(m-%d) = %v, %v; want %v, nil", i+1, a.done, a.err, want)
+			}
+		}
+		if got := w.gets.Load(); got != 2 {
+			t.Errorf("%d Done calls queued behind one read took %d more BatchGetDocuments calls, want 1", queued, got-1)
+		}
+	})
+
+	t.Run("writes", func(t *testing.T) {
+		h := newHolder(t, commitMethod, first)
+		fs, w := wiredFirestore(t, env, h)
+		col := emulatortest.Name(t, "deliveries")
+		s := noEscape(New(fs, Options{Collection: col}))
+		lead := completeAsync(s, "m-0", "delivered")
+		<-h.entered
+		const queued = 50
+		errs := make([]<-chan error, queued)
+		for i := range errs {
+			errs[i] = completeAsync(s, fmt.Sprintf("m-%d", i+1), "delivered")
+		}
+		waitQueued(t, s.sets, queued)
+		h.release <- struct{}{}
+		if err := <-lead; err != nil {
+			t.Errorf("Complete(m-0) = %v", err)
+		}
+		for i, ch := range errs {
+			if err := <-ch; err != nil {
+				t.Errorf("Complete(m-%d) = %v", i+1, err)
+			}
+		}
+		if c, b := w.commits.Load(), w.begins.Load(); c != 2 || b != 1 || w.others.Load() != 0 {
+			t.Errorf("%d Complete calls queued behind one write took %d more Commit and %d BeginTransaction calls, want one transaction", queued, c-1, b)
+		}
+		other := New(fs, Options{Collection: col})
+		for i := range queued + 1 {
+			if done, err := other.Done(ctx, "acct", fmt.Sprintf("m-%d", i)); err != nil || !done {
+				t.Errorf("another instance: Done(m-%d) = %v, %v; want true", i, done, err)
+			}
+		}
+	})
+}
+
+func TestFailedCallReachesEveryWaiter(t *testing.T) {
+	env := emulatortest.Require(t)
+	ctx := context.Background()
+
+	t.Run("reads", func(t *testing.T) {
+		h := newHolder(t, getMethod, first)
+		h.fail = status.Error(codes.PermissionDenied, "injected")
+		fs, w := wiredFirestore(t, env, h)
+		s := noEscape(New(fs, Options{Collection: emulatortest.Name(t, "deliveries")}))
+		answers := []<-chan answer{doneAsync(ctx, s, "m-0")}
+		<-h.entered
+		const queued = 30
+		for i := range queued {
+			answers = append(answers, doneAsync(ctx, s, fmt.Sprintf("m-%d", i+1)))
+		}
+		waitQueued(t, s.gets, queued)
+		h.release <- struct{}{}
+		for i, ch := range answers {
+			a := <-ch
+			if status.Code(a.err) != codes.PermissionDenied || !strings.Contains(a.err.Error(), fmt.Sprintf("read completion m-%d:", i)) {
+				t.Errorf("Done(m-%d) = %v, %v; want the call's PermissionDenied, naming m-%d", i, a.done, a.err, i)
+			}
+		}
+		if got := w.gets.Load(); got != 2 {
+			t.Errorf("BatchGetDocuments calls = %d, want 2", got)
+		}
+	})
+
+	t.Run("writes", func(t *testing.T) {
+		h := newHolder(t, commitMethod, first)
+		h.fail = status.Error(codes.FailedPrecondition, "injected")
+		fs, w := wiredFirestore(t, env, h)
+		s := noEscape(New(fs, Options{Collection: emulatortest.Name(t, "deliveries")}))
+		errs := []<-chan error{completeAsync(s, "m-0", "delivered")}
+		<-h.entered
+		const queued = 30
+		for i := range queued {
+			errs = append(errs, completeAsync(s, fmt.Sprintf("m-%d", i+1), "delivered"))
+		}
+		waitQueued(t, s.sets, queued)
+		h.release <- struct{}{}
+		for i, ch := range errs {
+			err := <-ch
+			if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), fmt.Sprintf("record completion m-%d:", i)) {
+				t.Errorf("Complete(m-%d) = %v; want the call's FailedPrecondition, naming m-%d", i, err, i)
+			}
+		}
+		if c, b := w.commits.Load(), w.begins.Load(); c != 2 || b != 1 {
+			t.Errorf("Commit calls = %d, BeginTransaction calls = %d; want 2 and 1", c, b)
+		}
+	})
+}
+
+func TestCancelledWaiterReturnsAtOnce(t *testing.T) {
+	env := emulatortest.Require(t)
+	ctx := context.Background()
+	h := newHolder(t, getMethod, all)
+	fs, w := wiredFirestore(t, env, h)
+	col := emulatortest.Name(t, "deliveries")
+	for _, id := range []string{"m-1", "m-2", "m-3"} {
+		if err := New(fs, Options{Collection: col}).Complete(ctx, "acct", id, "delivered"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := noEscape(New(fs, Options{Collection: col}))
+	lead := doneAsync(ctx, s, "m-0")
+	<-h.entered // call 1: m-0, held
+
+	// Queued behind it: m-1 first (its context carries the next call), then
+	// m-2, then m-3.
+	ctx1, cancel1 := context.WithCancel(ctx)
+	defer cancel1()
+	ctx3, cancel3 := context.WithCancel(ctx)
+	defer cancel3()
+	one := doneAsync(ctx1, s, "m-1")
+	waitQueued(t, s.gets, 1)
+	two := doneAsync(ctx, s, "m-2")
+	waitQueued(t, s.gets, 2)
+	three := doneAsync(ctx3, s, "m-3")
+	waitQueued(t, s.gets, 3)
+
+	cancel3() // while queued: returns, and is not read
+	if a := <-three; !errors.Is(a.err, context.Canceled) || a.done {
+		t.Errorf("Done(m-3) cancelled while queued = %v, %v; want context.Canceled", a.done, a.err)
+	}
+	if got := s.gets.queued(); got != 2 {
+		t.Errorf("%d ops queued after a cancelled one left, want 2", got)
+	}
+
+	h.release <- struct{}{} // call 1 returns; call 2 (m-1, m-2) goes, held
+	if a := <-lead; a.err != nil || a.done {
+		t.Errorf("Done(m-0) = %v, %v; want false, nil", a.done, a.err)
+	}
+	<-h.entered
+	cancel1() // while its call is held: returns without it
+	if a := <-one; !errors.Is(a.err, context.Canceled) || a.done {
+		t.Errorf("Done(m-1) cancelled in flight = %v, %v; want context.Canceled", a.done, a.err)
+	}
+	h.release <- struct{}{}
+	if a := <-two; a.err != nil || !a.done {
+		t.Errorf("Done(m-2), in the call of a cancelled caller = %v, %v; want true, nil", a.done, a.err)
+	}
+	if got, want := s.Reads(), int64(3); got != want || w.gets.Load() != 2 {
+		t.Errorf("Reads() = %d in %d calls, want %d in 2 (m-3 never read)", got, w.gets.Load(), want)
+	}
+}
+
+func TestQueuedCallsEscapeASlowCall(t *testing.T) {
+	env := emulatortest.Require(t)
+	ctx := context.Background()
+	h := newHolder(t, getMethod, first)
+	fs, _ := wiredFirestore(t, env, h)
+	s := New(fs, Options{Collection: emulatortest.Name(t, "deliveries")})
+	lead := doneAsync(ctx, s, "m-0")
+	<-h.entered // held until the end of the test
+	for i := range 5 {
+		if a := <-doneAsync(ctx, s, fmt.Sprintf("m-%d", i+1)); a.err != nil || a.done {
+			t.Errorf("Done(m-%d) behind a stuck call = %v, %v; want false, nil", i+1, a.done, a.err)
+		}
+	}
+	h.release <- struct{}{}
+	if a := <-lead; a.err != nil {
+		t.Errorf("Done(m-0) = %v", a.err)
+	}
+}
+
+func TestLoneCallGoesAtOnce(t *testing.T) {
+	env := emulatortest.Require(t)
+	ctx := context.Background()
+	fs, w := wiredFirestore(t, env, nil)
+	// No escape timer: a lone call that waited for anything would hang.
+	s := noEscape(New(fs, Options{Collection: emulatortest.Name(t, "deliveries")}))
+	for i := range 3 {
+		id := fmt.Sprintf("m-%d", i)
+		if done, err := s.Done(ctx, "acct", id); err != nil || done {
+			t.Fatalf("Done(%s) = %v, %v; want false, nil", id, done, err)
+		}
+		if err := s.Complete(ctx, "acct", id, "delivered"); err != nil {
+			t.Fatalf("Complete(%s) = %v", id, err)
+		}
+	}
+	if g, c := w.gets.Load(), w.commits.Load(); g != 3 || c != 3 || w.writes() != 3 {
+		t.Errorf("3 lone Done and Complete calls took %d BatchGetDocuments and %d Commit calls (%d write calls in all), want 3 each and no transaction", g, c, w.writes())
+	}
+}
+
+func TestOneDocumentTwiceInABatch(t *testing.T) {
+	env := emulatortest.Require(t)
+	ctx := context.Background()
+
+	t.Run("reads", func(t *testing.T) {
+		h := newHolder(t, getMethod, first)
+		fs, _ := wiredFirestore(t, env, h)
+		col := emulatortest.Name(t, "deliveries")
+		if err := New(fs, Options{Collection: col}).Complete(ctx, "acct", "m-1", "delivered"); err != nil {
+			t.Fatal(err)
+		}
+		s := noEscape(New(fs, Options{Collection: col}))
+		lead := doneAsync(ctx, s, "m-0")
+		<-h.entered
+		a, b := doneAsync(ctx, s, "m-1"), doneAsync(ctx, s, "m-1")
+		waitQueued(t, s.gets, 2)
+		h.release <- struct{}{}
+		<-lead
+		for _, ch := range []<-chan answer{a, b} {
+			if got := <-ch; got.err != nil || !got.done {
+				t.Errorf("Done(m-1) = %v, %v; want true, nil", got.done, got.err)
+			}
+		}
+		if got := s.Reads(); got != 2 {
+			t.Errorf("Reads() = %d, want 2 (m-0, and m-1 once)", got)
+		}
+	})
+
+	t.Run("writes", func(t *testing.T) {
+		h := newHolder(t, commitMethod, first)
+		fs, _ := wiredFirestore(t, env, h)
+		col := emulatortest.Name(t, "deliveries")
+		s := noEscape(New(fs, Options{Collection: col}))
+		lead := completeAsync(s, "m-0", "delivered")
+		<-h.entered
+		a := completeAsync(s, "m-1", "skipped")
+		waitQueued(t, s.sets, 1)
+		b := completeAsync(s, "m-1", "delivered")
+		waitQueued(t, s.sets, 2)
+		h.release <- struct{}{}
+		for _, ch := range []<-chan error{lead, a, b} {
+			if err := <-ch; err != nil {
+				t.Errorf("Complete = %v", err)
+			}
+		}
+		snap, err := fs.Collection(col).Doc(Key("acct", "m-1")).Get(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := snap.Data()["outcome"]; got != "delivered" {
+			t.Errorf("outcome after two records in one batch = %v, want the later one, delivered", got)
+		}
+	})
+}
