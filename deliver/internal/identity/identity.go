@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"cloud.google.com/go/firestore"
@@ -105,7 +106,7 @@ func (c *Claims) Acquire(ctx context.Context, key string) (*Claim, error) {
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(backoff):
+		case <-time.After(backoff/2 + rand.N(backoff/2+1)):
 		}
 		backoff = min(backoff*2, time.Second)
 	}
@@ -142,6 +143,12 @@ func (c *Claims) try(ctx context.Context, key string) (cl *Claim, pending bool, 
 		cl = &Claim{TakenOver: takeover, key: key}
 		return tx.Set(ref, map[string]any{"state": "pending", "owner": c.owner, "at": now, "expireAt": now.Add(Retention)})
 	})
+	if status.Code(err) == codes.Aborted {
+		// Contention on the claim (its transactions kept being aborted, or
+		// the emulator's lock timed out): others are at it, so wait as for
+		// a pending claim rather than fail the event.
+		return nil, true, nil
+	}
 	if err != nil {
 		return nil, false, fmt.Errorf("claim identity: %w", err)
 	}
