@@ -39,3 +39,7 @@ if ! (cd deliver && DELIVER_BENCH=1 DELIVER_BENCH_BIN="$root/$state/deliver" \
 fi
 grep -E '^\s+bench_test.go' "$log" >&2 || true
 sed -n '/^## deliver/,/^--- end deliver/p' "$log" | sed '$d'
+if [[ -f scripts/bench/deliver-notes.md ]]; then
+  cat scripts/bench/deliver-notes.md
+  echo
+fi
