@@ -102,9 +102,14 @@ JS
 }
 
 write_env() {
+  # FIRESTORE_EMULATOR_KIND (google or npm) lets a test skip what the npm
+  # fallback does not implement.
+  local fkind=""
+  [[ -f "$state/firestore.kind" ]] && fkind=$(cat "$state/firestore.kind")
   cat >"$state/emulators.env" <<ENV
 export PUBSUB_EMULATOR_HOST=127.0.0.1:$pubsub_port
 export FIRESTORE_EMULATOR_HOST=127.0.0.1:$firestore_port
+export FIRESTORE_EMULATOR_KIND=$fkind
 export GOOGLE_CLOUD_PROJECT=$project
 ENV
 }

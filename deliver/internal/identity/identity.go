@@ -1,8 +1,9 @@
 // Package identity makes sure two events for the same new person create one
 // Startdeliver user (or customer), also when they are processed at once by
 // different streams or instances. Before creating, a creator claims the
-// (account, kind, field, value) key in Firestore in a transaction; others
-// wait for the claim's result instead of creating a second entity.
+// (account, kind, field, value) key in Firestore (a document created only if
+// absent); others wait for the claim's result instead of creating a second
+// entity.
 //
 // A claim is short-lived: once the entity exists, Startdeliver's own search
 // finds it, so a claim's result is trusted for Retention only, and a claim
@@ -47,7 +48,6 @@ type Options struct {
 
 // Claims coordinates creations. Safe for concurrent use.
 type Claims struct {
-	fs    *firestore.Client
 	col   *firestore.CollectionRef
 	wait  time.Duration
 	now   func() time.Time
@@ -65,7 +65,7 @@ func New(client *firestore.Client, opts Options) *Claims {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Claims{fs: client, col: client.Collection(opts.Collection), wait: opts.Wait, now: opts.Now, owner: uuid.NewString()}
+	return &Claims{col: client.Collection(opts.Collection), wait: opts.Wait, now: opts.Now, owner: uuid.NewString()}
 }
 
 // Key names one identity: the account, the entity kind, and the match.
@@ -90,7 +90,8 @@ type Claim struct {
 // It waits up to the configured wait for a pending claim, then returns
 // ErrBusy.
 func (c *Claims) Acquire(ctx context.Context, key string) (*Claim, error) {
-	deadline := c.now().Add(c.wait)
+	// The wait is real time (its pauses are), whatever clock dates claims.
+	deadline := time.Now().Add(c.wait)
 	backoff := 50 * time.Millisecond
 	for {
 		cl, pending, err := c.try(ctx, key)
@@ -100,7 +101,7 @@ func (c *Claims) Acquire(ctx context.Context, key string) (*Claim, error) {
 		if !pending {
 			return cl, nil
 		}
-		if c.now().After(deadline) {
+		if time.Now().After(deadline) {
 			return nil, ErrBusy
 		}
 		select {
@@ -112,47 +113,61 @@ func (c *Claims) Acquire(ctx context.Context, key string) (*Claim, error) {
 	}
 }
 
-// try runs one transaction: take the claim when free or stale, return the
-// id when created, or report pending.
+// try makes one attempt: take the claim when free or stale, return the id
+// when created, or report pending. It uses no transaction: a claim is
+// created only if absent and taken over only if unchanged since it was
+// read (preconditions the server checks), so many instances contending for
+// one new person never hold locks on it, and whoever loses a race simply
+// waits and looks again.
 func (c *Claims) try(ctx context.Context, key string) (cl *Claim, pending bool, err error) {
 	ref := c.col.Doc(key)
-	err = c.fs.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
-		cl, pending = nil, false
-		now := c.now()
-		snap, err := tx.Get(ref)
-		takeover := false
-		if err != nil && status.Code(err) != codes.NotFound {
-			return err
+	now := c.now()
+	snap, err := ref.Get(ctx)
+	if status.Code(err) == codes.NotFound {
+		_, err = ref.Create(ctx, c.pending(now))
+		switch {
+		case status.Code(err) == codes.AlreadyExists:
+			return nil, true, nil
+		case err != nil:
+			return nil, false, fmt.Errorf("claim identity: %w", err)
 		}
-		if err == nil {
-			d := snap.Data()
-			state, _ := d["state"].(string)
-			at, _ := d["at"].(time.Time)
-			switch {
-			case state == "created" && now.Sub(at) < Retention:
-				id, _ := d["id"].(int64)
-				cl = &Claim{ID: id, key: key}
-				return nil
-			case state == "pending" && now.Sub(at) < Stale && d["owner"] != c.owner:
-				pending = true
-				return nil
-			case state == "pending":
-				takeover = true
-			}
-		}
-		cl = &Claim{TakenOver: takeover, key: key}
-		return tx.Set(ref, map[string]any{"state": "pending", "owner": c.owner, "at": now, "expireAt": now.Add(Retention)})
-	})
-	if status.Code(err) == codes.Aborted {
-		// Contention on the claim (its transactions kept being aborted, or
-		// the emulator's lock timed out): others are at it, so wait as for
-		// a pending claim rather than fail the event.
-		return nil, true, nil
+		return &Claim{key: key}, false, nil
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("claim identity: %w", err)
+		return nil, false, fmt.Errorf("claim identity: read: %w", err)
 	}
-	return cl, pending, nil
+	d := snap.Data()
+	state, _ := d["state"].(string)
+	at, _ := d["at"].(time.Time)
+	switch {
+	case state == "created" && now.Sub(at) < Retention:
+		id, _ := d["id"].(int64)
+		return &Claim{ID: id, key: key}, false, nil
+	case state == "pending" && now.Sub(at) < Stale && d["owner"] != c.owner:
+		return nil, true, nil
+	}
+	// Free to take: a stale claim (its creator vanished), an expired
+	// result, or our own earlier claim. Only if nobody changed it since.
+	fields := c.pending(now)
+	updates := make([]firestore.Update, 0, len(fields)+1)
+	for k, v := range fields {
+		updates = append(updates, firestore.Update{Path: k, Value: v})
+	}
+	updates = append(updates, firestore.Update{Path: "id", Value: firestore.Delete})
+	_, err = ref.Update(ctx, updates, firestore.LastUpdateTime(snap.UpdateTime))
+	switch code := status.Code(err); {
+	case code == codes.FailedPrecondition || code == codes.NotFound || code == codes.Aborted:
+		// Changed (or released) since we read it: look again.
+		return nil, true, nil
+	case err != nil:
+		return nil, false, fmt.Errorf("claim identity: take over: %w", err)
+	}
+	return &Claim{TakenOver: state == "pending", key: key}, false, nil
+}
+
+// pending is a claim document held by this owner from now.
+func (c *Claims) pending(now time.Time) map[string]any {
+	return map[string]any{"state": "pending", "owner": c.owner, "at": now, "expireAt": now.Add(Retention)}
 }
 
 // Created records the id the claim holder made, for those waiting.

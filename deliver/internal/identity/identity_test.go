@@ -3,6 +3,7 @@ package identity
 import (
 	"context"
 	"errors"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -74,6 +75,45 @@ func TestBusyThenStaleTakeover(t *testing.T) {
 	cl, err := later.Acquire(context.Background(), key)
 	if err != nil || cl.ID != 0 || !cl.TakenOver {
 		t.Errorf("Acquire after Stale = %+v, %v; want a taken-over claim", cl, err)
+	}
+}
+
+// TestOneTakerOfAStaleClaim: many instances find the same stale claim at
+// once; exactly one takes it over, the others wait for it.
+func TestOneTakerOfAStaleClaim(t *testing.T) {
+	env := emulatortest.Require(t)
+	if os.Getenv("FIRESTORE_EMULATOR_KIND") == "npm" {
+		t.Skip("the npm Firestore fallback ignores update-time preconditions")
+	}
+	fs := emulatortest.Firestore(t, env)
+	col := emulatortest.Name(t, "identities")
+	now := time.Now()
+	key := Key("acct", "user", "email", "stale@example.com")
+	if _, err := New(fs, Options{Collection: col, Now: func() time.Time { return now }}).Acquire(context.Background(), key); err != nil {
+		t.Fatal(err)
+	}
+	later := func() time.Time { return now.Add(Stale + time.Second) }
+	var takers, busy atomic.Int32
+	var wg sync.WaitGroup
+	for range 10 {
+		c := New(fs, Options{Collection: col, Now: later, Wait: 300 * time.Millisecond})
+		wg.Go(func() {
+			cl, err := c.Acquire(context.Background(), key)
+			switch {
+			case errors.Is(err, ErrBusy):
+				busy.Add(1)
+			case err != nil:
+				t.Errorf("Acquire: %v", err)
+			case cl.ID == 0 && cl.TakenOver:
+				takers.Add(1)
+			default:
+				t.Errorf("Acquire = %+v, want a takeover or ErrBusy", cl)
+			}
+		})
+	}
+	wg.Wait()
+	if n := takers.Load(); n != 1 {
+		t.Errorf("%d instances took the stale claim over, want 1 (%d busy)", n, busy.Load())
 	}
 }
 
