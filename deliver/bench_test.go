@@ -23,10 +23,8 @@ import (
 	"cloud.google.com/go/firestore/apiv1/firestorepb"
 	"cloud.google.com/go/pubsub/v2"
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
-	"google.golang.org/api/option"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/startdeliver/segment-destination/deliver/internal/dedupe"
@@ -723,10 +721,7 @@ type wireCounter struct {
 func countingFirestore(t *testing.T, env emulatortest.Env) (*firestore.Client, *wireCounter) {
 	t.Helper()
 	w := &wireCounter{}
-	t.Setenv("FIRESTORE_EMULATOR_HOST", env.FirestoreHost)
-	conn, err := grpc.NewClient(env.FirestoreHost,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithPerRPCCredentials(emulatorOwner{}),
+	c := emulatortest.FirestoreWith(t, env,
 		grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 			switch r := req.(type) {
 			case *firestorepb.CommitRequest:
@@ -751,14 +746,6 @@ func countingFirestore(t *testing.T, env emulatortest.Env) (*firestore.Client, *
 			return countingStream{ClientStream: s, w: w}, nil
 		}),
 	)
-	if err != nil {
-		t.Fatalf("dial firestore emulator: %v", err)
-	}
-	c, err := firestore.NewClient(context.Background(), env.Project, option.WithGRPCConn(conn))
-	if err != nil {
-		t.Fatalf("firestore client: %v", err)
-	}
-	t.Cleanup(func() { c.Close() })
 	return c, w
 }
 
@@ -784,15 +771,6 @@ func (s countingStream) RecvMsg(m any) error {
 	}
 	return nil
 }
-
-// emulatorOwner is the credential the Firestore emulator takes for admin
-// access, as the client library sends it.
-type emulatorOwner struct{}
-
-func (emulatorOwner) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer owner"}, nil
-}
-func (emulatorOwner) RequireTransportSecurity() bool { return false }
 
 func isNotFound(err error) bool { return status.Code(err) == codes.NotFound }
 

@@ -18,6 +18,9 @@ import (
 	"cloud.google.com/go/firestore"
 	"cloud.google.com/go/pubsub/v2"
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -112,6 +115,37 @@ func Firestore(t testing.TB, e Env) *firestore.Client {
 	t.Cleanup(func() { c.Close() })
 	return c
 }
+
+// FirestoreWith is Firestore over a connection dialled with opts as well
+// (interceptors that count or hold calls), authenticated as the emulator's
+// owner the way the client library does against an emulator.
+func FirestoreWith(t testing.TB, e Env, opts ...grpc.DialOption) *firestore.Client {
+	t.Helper()
+	t.Setenv("FIRESTORE_EMULATOR_HOST", e.FirestoreHost)
+	dial := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(emulatorOwner{}),
+	}, opts...)
+	conn, err := grpc.NewClient(e.FirestoreHost, dial...)
+	if err != nil {
+		t.Fatalf("dial firestore emulator: %v", err)
+	}
+	c, err := firestore.NewClient(context.Background(), e.Project, option.WithGRPCConn(conn))
+	if err != nil {
+		t.Fatalf("firestore client: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// emulatorOwner is the credential the Firestore emulator takes for admin
+// access, as the client library sends it.
+type emulatorOwner struct{}
+
+func (emulatorOwner) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer owner"}, nil
+}
+func (emulatorOwner) RequireTransportSecurity() bool { return false }
 
 // TopicName is the full resource name of a topic.
 func TopicName(project, topic string) string { return "projects/" + project + "/topics/" + topic }

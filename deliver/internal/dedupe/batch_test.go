@@ -11,10 +11,8 @@ import (
 	"time"
 
 	"cloud.google.com/go/firestore"
-	"google.golang.org/api/option"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/startdeliver/segment-destination/shared/emulatortest"
@@ -76,10 +74,7 @@ func all(int64) bool { return true }
 func wiredFirestore(t *testing.T, env emulatortest.Env, h *holder) (*firestore.Client, *wire) {
 	t.Helper()
 	w := &wire{}
-	t.Setenv("FIRESTORE_EMULATOR_HOST", env.FirestoreHost)
-	conn, err := grpc.NewClient(env.FirestoreHost,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithPerRPCCredentials(emulatorOwner{}),
+	c := emulatortest.FirestoreWith(t, env,
 		grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 			switch method {
 			case commitMethod:
@@ -104,25 +99,8 @@ func wiredFirestore(t *testing.T, env emulatortest.Env, h *holder) (*firestore.C
 			return streamer(ctx, desc, cc, method, opts...)
 		}),
 	)
-	if err != nil {
-		t.Fatalf("dial firestore emulator: %v", err)
-	}
-	c, err := firestore.NewClient(context.Background(), env.Project, option.WithGRPCConn(conn))
-	if err != nil {
-		t.Fatalf("firestore client: %v", err)
-	}
-	t.Cleanup(func() { c.Close() })
 	return c, w
 }
-
-// emulatorOwner is the credential the Firestore emulator takes for admin
-// access, as the client library sends it.
-type emulatorOwner struct{}
-
-func (emulatorOwner) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer owner"}, nil
-}
-func (emulatorOwner) RequireTransportSecurity() bool { return false }
 
 // noEscape makes queued ops wait for the call in flight however long it
 // takes, so that a test decides what goes in which call.
