@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/startdeliver/segment-destination/shared/failure"
 	"github.com/startdeliver/segment-destination/shared/segment"
 )
 
@@ -33,6 +34,27 @@ const (
 	AttrAccountID = "accountId"
 	AttrMessageID = "messageId"
 )
+
+// Attribute names deliver adds to a message it publishes to the dead-letter
+// topic (the original attributes stay). Values are valid UTF-8; none holds
+// the API key.
+const (
+	// AttrError is why the event cannot be delivered, at most
+	// MaxErrorAttr bytes.
+	AttrError = "error"
+	// AttrErrorClass names the failure (failure.Class).
+	AttrErrorClass = "errorClass"
+	// AttrFailedAt is when it was dead-lettered (RFC 3339, UTC).
+	AttrFailedAt = "failedAt"
+	// AttrSourceMessageID is the Pub/Sub message id it arrived with.
+	AttrSourceMessageID = "sourceMessageId"
+)
+
+// MaxErrorAttr bounds the AttrError value, in bytes.
+const MaxErrorAttr = 1000
+
+// ClassBadMessage is the failure class of a message body Decode cannot read.
+const ClassBadMessage = "bad-message"
 
 // maxOrderingKey is Pub/Sub's limit on an ordering key, in bytes.
 const maxOrderingKey = 1024
@@ -154,8 +176,9 @@ func OrderingKey(accountID, person string) string {
 	return accountID + ":#" + hex.EncodeToString(sum[:])
 }
 
-// DecodeError is a message body that cannot be read: it can never succeed,
-// so it is a permanent failure.
+// DecodeError is a message body that cannot be read. It can never succeed:
+// Decode returns it marked permanent (failure.IsPermanent) with class
+// ClassBadMessage.
 type DecodeError struct {
 	Err error
 }
@@ -163,8 +186,17 @@ type DecodeError struct {
 func (e *DecodeError) Error() string { return "decode envelope: " + e.Err.Error() }
 func (e *DecodeError) Unwrap() error { return e.Err }
 
-// Decode reads a message body written by Encode.
+// Decode reads a message body written by Encode. Its errors are permanent
+// *DecodeErrors.
 func Decode(data []byte) (*Message, error) {
+	m, err := decode(data)
+	if err != nil {
+		return nil, failure.Permanent(ClassBadMessage, err)
+	}
+	return m, nil
+}
+
+func decode(data []byte) (*Message, error) {
 	var b body
 	if err := json.Unmarshal(data, &b); err != nil {
 		return nil, &DecodeError{Err: err}

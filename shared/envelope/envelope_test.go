@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/startdeliver/segment-destination/shared/failure"
 	"github.com/startdeliver/segment-destination/shared/segment"
 )
 
@@ -97,6 +98,9 @@ func TestDecodeRejects(t *testing.T) {
 		var de *DecodeError
 		if !errors.As(err, &de) {
 			t.Errorf("%s: Decode = %v, want a *DecodeError", name, err)
+		}
+		if !failure.IsPermanent(err) || failure.Class(err) != ClassBadMessage {
+			t.Errorf("%s: Decode = %v (class %q), want permanent of class %q", name, err, failure.Class(err), ClassBadMessage)
 		}
 		if err != nil && strings.Contains(err.Error(), testKey) {
 			t.Errorf("%s: error %q holds the API key", name, err)

@@ -34,14 +34,10 @@ const (
 	confirmTimeout = 2 * time.Minute
 )
 
-// Attributes that deliver or Pub/Sub add when dead-lettering, and the one
-// replay adds.
+// Attributes that deliver (envelope.AttrError and the like) or Pub/Sub add
+// when dead-lettering, and the one replay adds.
 const (
-	attrError           = "error"
-	attrErrorClass      = "errorClass"
-	attrFailedAt        = "failedAt"
-	attrSourceMessageID = "sourceMessageId"
-	attrReplayedAt      = "replayedAt"
+	attrReplayedAt = "replayedAt"
 
 	// prefixDeadLetter starts the attributes of Pub/Sub's dead-letter
 	// policy, such as CloudPubSubDeadLetterSourceDeliveryCount.
@@ -168,9 +164,9 @@ func describe(rm *pubsubpb.ReceivedMessage) *letter {
 		messageID: a[envelope.AttrMessageID],
 		accountID: a[envelope.AttrAccountID],
 		typ:       a[envelope.AttrType],
-		class:     a[attrErrorClass],
-		reason:    a[attrError],
-		failedAt:  a[attrFailedAt],
+		class:     a[envelope.AttrErrorClass],
+		reason:    a[envelope.AttrError],
+		failedAt:  a[envelope.AttrFailedAt],
 	}
 	if l.class == "" && a[attrDeliveryCount] != "" {
 		l.class = classMaxDeliveryAttempts
@@ -202,7 +198,7 @@ func republished(l *letter, now time.Time) *pubsub.Message {
 	attrs := make(map[string]string, len(l.attrs)+1)
 	for k, v := range l.attrs {
 		switch {
-		case k == attrError, k == attrErrorClass, k == attrFailedAt, k == attrSourceMessageID,
+		case k == envelope.AttrError, k == envelope.AttrErrorClass, k == envelope.AttrFailedAt, k == envelope.AttrSourceMessageID,
 			strings.HasPrefix(k, prefixDeadLetter),
 			// The client's trace context of the dead-letter publish; the
 			// replay's publish adds its own when tracing is on.

@@ -21,8 +21,10 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -37,6 +39,7 @@ import (
 	"github.com/startdeliver/segment-destination/shared/account"
 	"github.com/startdeliver/segment-destination/shared/accountstore"
 	"github.com/startdeliver/segment-destination/shared/envelope"
+	"github.com/startdeliver/segment-destination/shared/failure"
 	"github.com/startdeliver/segment-destination/shared/segment"
 )
 
@@ -70,7 +73,7 @@ const (
 
 // Error classes of the dead-letter errorClass attribute, beyond plan's.
 const (
-	ClassBadMessage   = "bad-message"
+	ClassBadMessage   = envelope.ClassBadMessage
 	ClassUnknown      = "unknown-account"
 	ClassInvalid      = "invalid-config"
 	ClassStartdeliver = "startdeliver-rejected"
@@ -241,17 +244,6 @@ func (p *Processor) waiting(accountID, messageID string) int {
 
 var errCopyInFlight = errors.New("a copy of this event is being processed")
 
-// permanentError is a failure that must not be retried.
-type permanentError struct {
-	class string
-	err   error
-}
-
-func (e *permanentError) Error() string { return e.err.Error() }
-func (e *permanentError) Unwrap() error { return e.err }
-
-func permanent(class string, err error) error { return &permanentError{class: class, err: err} }
-
 // Process decides the fate of one message. It never panics on bad input and
 // always returns a decision.
 func (p *Processor) Process(ctx context.Context, m Message) Result {
@@ -275,7 +267,7 @@ func (p *Processor) Process(ctx context.Context, m Message) Result {
 
 	var res Result
 	if decodeErr != nil {
-		res = p.fail(ctx, m, "", permanent(ClassBadMessage, decodeErr))
+		res = p.fail(ctx, m, "", decodeErr)
 	} else {
 		res = p.process(ctx, m, env)
 	}
@@ -349,7 +341,7 @@ func (p *Processor) process(ctx context.Context, m Message, env *envelope.Messag
 	if len(env.Settings) > 0 {
 		var o account.SettingsOverride
 		if err := json.Unmarshal(env.Settings, &o); err != nil {
-			return p.fail(ctx, m, env.AccountID, permanent(ClassBadMessage, fmt.Errorf("settings in message: %w", err)))
+			return p.fail(ctx, m, env.AccountID, failure.Permanent(ClassBadMessage, fmt.Errorf("settings in message: %w", err)))
 		}
 		settings = settings.With(o)
 	}
@@ -360,7 +352,8 @@ func (p *Processor) process(ctx context.Context, m Message, env *envelope.Messag
 		if errors.As(err, &pe) {
 			class = pe.Class
 		}
-		return p.fail(ctx, m, env.AccountID, permanent(class, err))
+		// plan's errors are all permanent (plan.Decide).
+		return p.fail(ctx, m, env.AccountID, failure.Permanent(class, err))
 	}
 	trace.SpanFromContext(ctx).SetAttributes(attribute.Int("delivery.dropped_fields", len(pl.Dropped)))
 	for _, d := range pl.Dropped {
@@ -405,13 +398,13 @@ func (p *Processor) config(ctx context.Context, accountID string) (*accountstore
 	switch {
 	case errors.Is(err, accountstore.ErrUnknown):
 		span.SetStatus(codes.Error, "unknown account")
-		return nil, permanent(ClassUnknown, fmt.Errorf("account %s is not registered", short(accountID)))
+		return nil, failure.Permanent(ClassUnknown, fmt.Errorf("account %s is not registered", short(accountID)))
 	case err != nil:
 		span.SetStatus(codes.Error, "config unavailable")
 		return nil, fmt.Errorf("load account config: %w", err)
 	case entry.Invalid != nil:
 		span.SetStatus(codes.Error, "invalid config")
-		return nil, permanent(ClassInvalid, entry.Invalid)
+		return nil, failure.Permanent(ClassInvalid, entry.Invalid)
 	}
 	return entry, nil
 }
@@ -476,11 +469,11 @@ func (p *Processor) fail(ctx context.Context, m Message, accountID string, err e
 	for k, v := range m.Attributes {
 		attrs[k] = v
 	}
-	attrs["error"] = clip(err.Error(), 1000)
-	attrs["errorClass"] = class
-	attrs["failedAt"] = p.opts.Now().UTC().Format(time.RFC3339)
+	attrs[envelope.AttrError] = clip(err.Error(), envelope.MaxErrorAttr)
+	attrs[envelope.AttrErrorClass] = class
+	attrs[envelope.AttrFailedAt] = p.opts.Now().UTC().Format(time.RFC3339)
 	if m.ID != "" {
-		attrs["sourceMessageId"] = m.ID
+		attrs[envelope.AttrSourceMessageID] = m.ID
 	}
 	ctx, span := p.tracer.Start(ctx, "publish segment-events-dead", trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(attribute.String("messaging.system", "gcp_pubsub"), attribute.String("delivery.error_class", class)))
@@ -498,9 +491,8 @@ func (p *Processor) fail(ctx context.Context, m Message, accountID string, err e
 // classify tells permanent failures from retryable ones, and names the
 // class. Unknown errors are retryable.
 func classify(err error) (class string, permanentErr bool) {
-	var pe *permanentError
-	if errors.As(err, &pe) {
-		return pe.class, true
+	if failure.IsPermanent(err) {
+		return failure.Class(err), true
 	}
 	var api *startdeliver.APIError
 	if errors.As(err, &api) {
@@ -638,7 +630,7 @@ func (p *Processor) upsert(ctx context.Context, acct startdeliver.Account, accou
 		if err == nil {
 			id, ok := found.ID()
 			if !ok {
-				return 0, permanent(ClassStartdeliver, fmt.Errorf("found %s has no id", kind))
+				return 0, failure.Permanent(ClassStartdeliver, fmt.Errorf("found %s has no id", kind))
 			}
 			if _, _, err := p.opts.Client.UpdateChanged(ctx, acct, kind, found, update); err != nil {
 				return 0, err
@@ -708,7 +700,7 @@ func (p *Processor) createOnce(ctx context.Context, acct startdeliver.Account, k
 	}
 	id, ok := created.ID()
 	if !ok {
-		return 0, permanent(ClassStartdeliver, fmt.Errorf("created %s has no id", kind))
+		return 0, failure.Permanent(ClassStartdeliver, fmt.Errorf("created %s has no id", kind))
 	}
 	p.opts.Client.Put(acct, kind, m, id)
 	if err := p.opts.Claims.Created(context.WithoutCancel(ctx), cl, id); err != nil {
@@ -738,9 +730,14 @@ func short(id string) string {
 	return id
 }
 
+// clip cuts s to at most n bytes on a rune boundary, and makes it valid
+// UTF-8: Pub/Sub refuses attribute values that are not.
 func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
+	if len(s) > n {
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		s = s[:n]
 	}
-	return s[:n]
+	return strings.ToValidUTF8(s, "\uFFFD")
 }
