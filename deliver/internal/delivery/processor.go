@@ -34,12 +34,12 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/startdeliver/segment-destination/deliver/internal/identity"
-	"github.com/startdeliver/segment-destination/deliver/internal/plan"
 	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver"
 	"github.com/startdeliver/segment-destination/shared/account"
 	"github.com/startdeliver/segment-destination/shared/accountstore"
 	"github.com/startdeliver/segment-destination/shared/envelope"
 	"github.com/startdeliver/segment-destination/shared/failure"
+	"github.com/startdeliver/segment-destination/shared/plan"
 	"github.com/startdeliver/segment-destination/shared/segment"
 )
 
