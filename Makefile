@@ -26,10 +26,11 @@ build:
 	go build -o $(BIN)/deliver ./deliver
 	go build -o $(BIN)/ ./ingest/cmd/... ./deliver/cmd/...
 
-## lint: gofmt, go vet per module, offline infra checks
+## lint: gofmt, go vet per module, references to repository files, offline infra checks
 lint:
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	@for m in $(MODULES); do (cd $$m && go vet ./...) || exit 1; done
+	@cd deliver && go test -count=1 -run '^TestReferencesResolve$$' ./internal/deploycheck
 	@if [ -x infra/check.sh ]; then infra/check.sh; fi
 
 fmt:

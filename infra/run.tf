@@ -1,5 +1,5 @@
 locals {
-  # Environment both services read (contract section 4). PORT is set by Cloud
+  # Environment both services read (docs/api.md §4). PORT is set by Cloud
   # Run. Telemetry goes to Cloud Trace and Cloud Monitoring.
   common_env = {
     GOOGLE_CLOUD_PROJECT     = var.project_id

@@ -8,7 +8,7 @@
 #   scripts/emulators.sh status
 #
 # Google's own emulators from the Cloud SDK are used when installed; otherwise
-# the fallbacks of docs/local-emulators.md: Google's pstest fake for Pub/Sub
+# the fallbacks: Google's pstest fake for Pub/Sub
 # (a small Go server in this repo) and the npm @firestore-emulator/server for
 # Firestore. Ports: PUBSUB_PORT (8085), FIRESTORE_PORT (8086).
 set -euo pipefail

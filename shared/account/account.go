@@ -1,7 +1,7 @@
 // Package account is one Startdeliver account's configuration: the
 // destination settings (stored, and per event from Segment's
 // X-Segment-Settings header) and the segmentApp matching and mapping of
-// identify and group calls (contract §4). It decodes the account document
+// identify and group calls (docs/api.md §4). It decodes the account document
 // from JSON and from Firestore, validates it with messages that name the
 // offending key, and compiles it once into a ready-to-run form.
 //
@@ -47,7 +47,7 @@ import (
 	"strconv"
 )
 
-// Account is one account's document (contract §4), as stored in Firestore.
+// Account is one account's document (docs/api.md §4), as stored in Firestore.
 type Account struct {
 	// Name is the account's display name.
 	Name string `json:"name"`

@@ -12,7 +12,7 @@ import (
 	"github.com/startdeliver/segment-destination/shared/fieldpath"
 )
 
-// seedConfig is the contract's example document with the seed document's
+// seedConfig is the example document of docs/api.md §4 with the seed document's
 // full matching and mapping configuration.
 const seedConfig = `{
   "name": "Acme Inc",

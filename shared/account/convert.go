@@ -12,7 +12,7 @@ import (
 // Type is the target type of a Startdeliver field in a {field, type} entry.
 type Type string
 
-// The field types of contract §3.
+// The field types of docs/api.md §3.
 const (
 	TypeText    Type = "text"
 	TypeNumber  Type = "number"

@@ -10,7 +10,7 @@ import (
 	"strings"
 )
 
-// Settings are the destination settings of contract §4, as stored with an
+// Settings are the destination settings of docs/api.md §4, as stored with an
 // account or sent by Segment (except the API key, which is never part of
 // them).
 type Settings struct {

@@ -17,7 +17,7 @@ var reservedUserFields = map[string]string{
 	"customer": "the user's customer is set by linking to the matched customer",
 }
 
-// Validate checks the document against contract §4 and returns a
+// Validate checks the document against docs/api.md §4 and returns a
 // *ValidationError listing every problem, or nil. The segmentApp keys are
 // required only when segmentApp.enabled is true, but whatever is present is
 // checked either way.

@@ -1,5 +1,5 @@
 // Package accountstore reads and writes the accounts collection in
-// Firestore (contract §4) and caches what it reads, for ingest's key check
+// Firestore (docs/api.md §5) and caches what it reads, for ingest's key check
 // and deliver's configuration alike.
 //
 // Caching rules: a document read is kept for TTL (CONFIG_CACHE_TTL, 10

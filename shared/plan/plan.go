@@ -1,11 +1,11 @@
 // Package plan decides, for one Segment event and one account's
-// configuration, exactly what deliver must do in Startdeliver (contract §2
+// configuration, exactly what deliver must do in Startdeliver (docs/api.md §2
 // and §3): which user and customer to find and by what filter, which fields
 // to set when creating them and when they exist, whether to link them, and
 // the usage record to write. It does no I/O: the caller carries the plan
 // out.
 //
-// Decisions, beyond the letter of the contract:
+// Decisions, beyond the letter of docs/api.md:
 //   - A JSON null is no value, as is an empty string where a value is
 //     matched on. A value to match on must be a string, number or boolean
 //     (booleans become "true"/"false"); objects and arrays are no value.
@@ -81,7 +81,7 @@ type Match struct {
 	Value any `json:"value"`
 }
 
-// Usage types of contract §2.
+// Usage types of docs/api.md §2.
 const (
 	UsageTrack = "track"
 	UsagePage  = "page"
@@ -177,7 +177,7 @@ func Decide(ev *segment.Event, s account.Settings, c *account.Compiled) (*Plan, 
 	return nil, errorf(ClassEvent, "unsupported event type %q", clip(string(ev.Type), 40))
 }
 
-// decideUsage plans a track, page or screen event (contract §3).
+// decideUsage plans a track, page or screen event (docs/api.md §3).
 func decideUsage(ev *segment.Event, s account.Settings, c *account.Compiled, typ, name string) (*Plan, error) {
 	field := strings.TrimSpace(s.StartdeliverUserCustomFieldToMatchOn)
 	if field == "" {

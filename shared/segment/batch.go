@@ -5,7 +5,7 @@ import (
 	json "github.com/segmentio/encoding/json"
 )
 
-// Limits of the Segment HTTP Tracking API (contract §1).
+// Limits of the Segment HTTP Tracking API (docs/api.md §1).
 const (
 	MaxEventBytes   = 32 << 10
 	MaxRequestBytes = 500 << 10

@@ -1,7 +1,7 @@
 // Package delivery is deliver's processing of one Pub/Sub message: it reads
 // the envelope, skips what was already done, loads the account's
 // configuration, plans the event, carries the plan out in Startdeliver, and
-// decides the message's fate (contract §2):
+// decides the message's fate (docs/api.md §2):
 //
 //   - done, duplicate or skipped → ack;
 //   - retryable failure (Startdeliver 408/429/5xx, network, Firestore

@@ -5,7 +5,9 @@
 // account, the Cloud Run services and their environment, and images that
 // Cloud Build builds, pushes and deploys under the names Terraform uses. It
 // also checks that each service module builds alone (GOWORK=off), as a
-// container build does.
+// container build does, and that every repository file, directory and
+// Markdown anchor named in code and docs exists, with no citation of a
+// document outside the repository (docs/api.md is the reference).
 //
 // Nothing here reaches Google Cloud: the Terraform is parsed with HCL and
 // evaluated symbolically, with variable defaults and placeholders such as

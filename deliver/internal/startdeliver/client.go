@@ -1,6 +1,6 @@
 // Package startdeliver is deliver's client for Startdeliver's REST API: find,
 // create and update users and customers, and record usage, as described in
-// contract.md section 5.
+// docs/api.md §7.
 //
 // One Client serves every account; credentials travel with each call as an
 // Account. The client retries retryable failures a few times in process

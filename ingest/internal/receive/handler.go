@@ -1,7 +1,7 @@
 // Package receive is ingest's HTTP API: Segment's destination endpoint and
 // the Segment HTTP Tracking API. It authenticates, validates and publishes
 // each event, and answers 2xx only once every accepted event is confirmed
-// published (contract §1).
+// published (docs/api.md §1).
 package receive
 
 import (

@@ -1,5 +1,5 @@
 // Package startdelivertest is an in-memory stand-in for Startdeliver's REST
-// API, faithful to contract.md section 5 and to Startdeliver's own client
+// API, faithful to docs/api.md §7 and to Startdeliver's own client
 // library: the same paths under /api/v1, the same query syntax and answers,
 // per-key users, customers and usage records. Tests drive it in Go (faults,
 // latency, counters, state read-back); the startdeliver-standin command
