@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/startdeliver/segment-destination/shared/account"
 	"github.com/startdeliver/segment-destination/shared/accountstore"
 	"github.com/startdeliver/segment-destination/shared/envconfig"
 )
@@ -44,6 +45,10 @@ type config struct {
 	ConfigListener bool
 	// StartdeliverURL is STARTDELIVER_API_URL.
 	StartdeliverURL string
+	// APIURLs is the allow-list of a per-account startdeliverApiUrl:
+	// STARTDELIVER_API_HOSTS (default app.startdeliver.com), https only;
+	// loopback hosts only on the emulators.
+	APIURLs account.APIURLPolicy
 	// PushAudience is PUSH_AUDIENCE: when set, push requests need a Google
 	// OIDC token for it.
 	PushAudience string
@@ -89,6 +94,9 @@ func loadConfig(getenv func(string) string) (*config, error) {
 	}
 	var err error
 	if c.ConfigCacheTTL, err = envconfig.Duration(getenv, "CONFIG_CACHE_TTL", accountstore.MaxTTL); err != nil {
+		return nil, err
+	}
+	if c.APIURLs, err = account.APIURLPolicyFromEnv(getenv, c.Emulator); err != nil {
 		return nil, err
 	}
 	if c.AckExtension, err = envconfig.Duration(getenv, "PULL_ACK_EXTENSION", 30*time.Second); err != nil {

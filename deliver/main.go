@@ -116,7 +116,7 @@ func newService(ctx context.Context, getenv func(string) string) (_ *service, er
 	}
 	s.accounts = accountstore.New(s.fs, accountstore.Options{Collection: cfg.AccountsCollection, TTL: cfg.ConfigCacheTTL})
 	s.dead = intake.NewDeadLetterPublisher(s.ps, cfg.DeadLetterTopic)
-	client := startdeliver.New(startdeliver.Options{DefaultBaseURL: cfg.StartdeliverURL, Logger: s.log})
+	client := startdeliver.New(startdeliver.Options{DefaultBaseURL: cfg.StartdeliverURL, Logger: s.log, CheckBaseURL: cfg.APIURLs.Check})
 	s.processor = delivery.New(delivery.Options{
 		Accounts:    s.accounts,
 		Completions: dedupe.New(s.fs, dedupe.Options{Collection: cfg.DeliveriesCollection}),

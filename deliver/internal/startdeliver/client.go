@@ -31,7 +31,14 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/startdeliver/segment-destination/shared/failure"
 )
+
+// ClassAPIURLRefused is the permanent failure of an account whose
+// startdeliverApiUrl the allow-list refuses (Options.CheckBaseURL): its key
+// is not sent.
+const ClassAPIURLRefused = "api-url-refused"
 
 // DefaultBaseURL is Startdeliver's production API (STARTDELIVER_API_URL's default).
 const DefaultBaseURL = "https://app.startdeliver.com/api/v1"
@@ -107,6 +114,11 @@ type Options struct {
 	// Logger receives debug lines about retries and throttling (default: discard).
 	// Lines name accounts by key hash only.
 	Logger *slog.Logger
+	// CheckBaseURL, when set, is called with an account's own base URL
+	// before every call; an error refuses the call (permanent, class
+	// ClassAPIURLRefused) so the key never goes there. deliver sets it to
+	// the startdeliverApiUrl allow-list (account.APIURLPolicy.Check).
+	CheckBaseURL func(raw string) error
 }
 
 // Client calls Startdeliver's API. Build it once with New and share it.
@@ -123,6 +135,7 @@ type Client struct {
 	userAgent string
 	log       *slog.Logger
 	jitter    func(time.Duration) time.Duration
+	checkURL  func(string) error
 }
 
 // routeKey holds the call's "METHOD /template" in a request's context, for
@@ -151,13 +164,22 @@ func New(opts Options) *Client {
 		userAgent: opts.UserAgent,
 		log:       opts.Logger,
 		jitter:    func(d time.Duration) time.Duration { return rand.N(d + 1) },
+		checkURL:  opts.CheckBaseURL,
 	}
 	if c.base == "" {
 		c.base = DefaultBaseURL
 	}
 	if c.http == nil {
 		c.http = defaultHTTPClient(opts)
+	} else {
+		hc := *c.http
+		c.http = &hc
 	}
+	// A redirect is never followed: it would take the key (the
+	// Authorization header goes along to the same host) or the request
+	// somewhere the allow-list did not check. The 3xx comes back as an
+	// APIError, which is permanent.
+	c.http.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	if c.maxURL <= 0 {
 		c.maxURL = 7500
 	}
@@ -269,6 +291,11 @@ func (c *Client) baseURL(acct Account) string {
 func (c *Client) do(ctx context.Context, acct Account, cl call, out any) error {
 	if acct.APIKey == "" {
 		return fmt.Errorf("startdeliver %s %s: %s has no API key", cl.method, cl.route, acct)
+	}
+	if acct.BaseURL != "" && c.checkURL != nil {
+		if err := c.checkURL(acct.BaseURL); err != nil {
+			return failure.Permanent(ClassAPIURLRefused, fmt.Errorf("startdeliver %s %s: account %s: startdeliverApiUrl refused: %w", cl.method, cl.route, acct.ShortKeyHash(), err))
+		}
 	}
 	var body []byte
 	if cl.body != nil {

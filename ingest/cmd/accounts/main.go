@@ -10,7 +10,9 @@
 //	accounts delete -key-file key.txt | -id <sha256>
 //
 // It reads GOOGLE_CLOUD_PROJECT, FIRESTORE_DATABASE, ACCOUNTS_COLLECTION and
-// FIRESTORE_EMULATOR_HOST like the services.
+// FIRESTORE_EMULATOR_HOST like the services, and STARTDELIVER_API_HOSTS like
+// deliver: a startdeliverApiUrl must be https on an allowed host (loopback
+// only on the emulator).
 package main
 
 import (
@@ -75,9 +77,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	if err := fs.Parse(args); err != nil {
 		return usageError(err.Error())
 	}
+	policy, err := account.APIURLPolicyFromEnv(getenv, getenv("FIRESTORE_EMULATOR_HOST") != "")
+	if err != nil {
+		return err
+	}
 	switch cmd {
 	case "validate":
-		a, err := readAccount(*file)
+		a, err := readAccount(*file, policy)
 		if err != nil {
 			return err
 		}
@@ -90,7 +96,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	var a *account.Account
 	if cmd == "put" {
 		var err error
-		if a, err = readAccount(*file); err != nil {
+		if a, err = readAccount(*file, policy); err != nil {
 			return err // validated before any connection or write
 		}
 	}
@@ -143,8 +149,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	return nil
 }
 
-// readAccount reads and validates an account file.
-func readAccount(path string) (*account.Account, error) {
+// readAccount reads and validates an account file, its startdeliverApiUrl
+// against the allow-list.
+func readAccount(path string, policy account.APIURLPolicy) (*account.Account, error) {
 	if path == "" {
 		return nil, usageError("-file is required")
 	}
@@ -157,6 +164,9 @@ func readAccount(path string) (*account.Account, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	if _, err := account.Compile(a); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := a.CheckAPIURL(policy); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return a, nil
