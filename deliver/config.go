@@ -49,11 +49,14 @@ type config struct {
 	// STARTDELIVER_API_HOSTS (default app.startdeliver.com), https only;
 	// loopback hosts only on the emulators.
 	APIURLs account.APIURLPolicy
-	// PushAudience is PUSH_AUDIENCE: when set, push requests need a Google
-	// OIDC token for it.
+	// PushAudience is PUSH_AUDIENCE: push and CloudEvent requests need a
+	// Google OIDC token for it (required in push mode outside the
+	// emulators; without it in pull mode those endpoints are off outside
+	// the emulators).
 	PushAudience string
-	// PushServiceAccount is PUSH_SERVICE_ACCOUNT: when set, the token must
-	// be this service account's.
+	// PushServiceAccount is PUSH_SERVICE_ACCOUNT: the token's verified
+	// email must be this service account (required with PushAudience in
+	// push mode outside the emulators).
 	PushServiceAccount string
 	// Streams is PULL_STREAMS (default 4), MaxOutstanding is
 	// PULL_MAX_OUTSTANDING (default 256 messages).
@@ -125,6 +128,12 @@ func (c *config) validate() error {
 	}
 	if c.Mode != "pull" && c.Mode != "push" {
 		errs = append(errs, fmt.Errorf("DELIVER_MODE=%q: want pull or push", c.Mode))
+	}
+	if c.Mode == "push" && !c.Emulator && (c.PushAudience == "" || c.PushServiceAccount == "") {
+		// Push and Eventarc requests must prove they come from the
+		// subscription's or trigger's service account; only the emulators,
+		// which send no tokens, may go without.
+		errs = append(errs, errors.New("DELIVER_MODE=push needs PUSH_AUDIENCE and PUSH_SERVICE_ACCOUNT outside the emulators"))
 	}
 	if c.ConfigCacheTTL <= 0 || c.ConfigCacheTTL > accountstore.MaxTTL {
 		errs = append(errs, fmt.Errorf("CONFIG_CACHE_TTL=%s: want more than 0 and at most %s", c.ConfigCacheTTL, accountstore.MaxTTL))

@@ -15,9 +15,13 @@ func TestLoadConfig(t *testing.T) {
 		c.StartdeliverURL != "https://app.startdeliver.com/api/v1" || !c.ConfigListener || c.PerAccount != 8 {
 		t.Errorf("defaults = %+v", c)
 	}
-	push, err := loadConfig(env(map[string]string{"GOOGLE_CLOUD_PROJECT": "p", "DELIVER_MODE": "push"}))
+	push, err := loadConfig(env(map[string]string{"GOOGLE_CLOUD_PROJECT": "p", "DELIVER_MODE": "push",
+		"PUSH_AUDIENCE": "https://deliver.example.run.app", "PUSH_SERVICE_ACCOUNT": "push@p.iam.gserviceaccount.com"}))
 	if err != nil || push.ConfigListener {
 		t.Errorf("push mode: listener = %v (%v), want off by default", push.ConfigListener, err)
+	}
+	if _, err := loadConfig(env(map[string]string{"GOOGLE_CLOUD_PROJECT": "p", "DELIVER_MODE": "push", "PUBSUB_EMULATOR_HOST": "127.0.0.1:8085"})); err != nil {
+		t.Errorf("push mode on the emulators without PUSH_AUDIENCE: %v, want allowed (the emulators send no tokens)", err)
 	}
 	for _, tt := range []struct {
 		env  map[string]string
@@ -25,6 +29,10 @@ func TestLoadConfig(t *testing.T) {
 	}{
 		{map[string]string{}, "GOOGLE_CLOUD_PROJECT"},
 		{map[string]string{"GOOGLE_CLOUD_PROJECT": "p", "DELIVER_MODE": "stream"}, "DELIVER_MODE"},
+		// Push authentication is never silently off outside the emulators.
+		{map[string]string{"GOOGLE_CLOUD_PROJECT": "p", "DELIVER_MODE": "push"}, "PUSH_AUDIENCE and PUSH_SERVICE_ACCOUNT"},
+		{map[string]string{"GOOGLE_CLOUD_PROJECT": "p", "DELIVER_MODE": "push", "PUSH_AUDIENCE": "https://d.run.app"}, "PUSH_SERVICE_ACCOUNT"},
+		{map[string]string{"GOOGLE_CLOUD_PROJECT": "p", "DELIVER_MODE": "push", "PUSH_SERVICE_ACCOUNT": "a@p.iam.gserviceaccount.com"}, "PUSH_AUDIENCE"},
 		{map[string]string{"GOOGLE_CLOUD_PROJECT": "p", "CONFIG_CACHE_TTL": "1h"}, "CONFIG_CACHE_TTL"},
 		{map[string]string{"GOOGLE_CLOUD_PROJECT": "p", "ACCOUNT_CONCURRENCY": "0"}, "ACCOUNT_CONCURRENCY"},
 		{map[string]string{"GOOGLE_CLOUD_PROJECT": "p", "PULL_STREAMS": "many"}, "PULL_STREAMS"},

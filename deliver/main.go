@@ -156,10 +156,22 @@ func (s *service) handler() http.Handler {
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("POST /pubsub/push", intake.PushHandler(s.processor, intake.PushOptions{
-		Audience: s.cfg.PushAudience, ServiceAccount: s.cfg.PushServiceAccount, Logger: s.log,
-	}))
-	mux.Handle("POST /{$}", intake.CloudEventHandler(intake.CloudEventFunc(s.processor)))
+	auth := intake.PushOptions{Audience: s.cfg.PushAudience, ServiceAccount: s.cfg.PushServiceAccount, Logger: s.log}
+	var cloudEvents http.Handler = intake.CloudEventHandler(intake.CloudEventFunc(s.processor))
+	switch {
+	case auth.Audience != "":
+		// Pub/Sub push and Eventarc are authenticated alike.
+		mux.Handle("POST /pubsub/push", intake.PushHandler(s.processor, auth))
+		mux.Handle("POST /{$}", intake.RequireToken(auth, cloudEvents))
+	case s.cfg.Emulator:
+		// The emulators send no tokens.
+		mux.Handle("POST /pubsub/push", intake.PushHandler(s.processor, auth))
+		mux.Handle("POST /{$}", cloudEvents)
+	default:
+		// Pull mode outside the emulators without PUSH_AUDIENCE (push
+		// mode refuses to start so): no unauthenticated way in.
+		s.log.Info("push and CloudEvent endpoints off: no PUSH_AUDIENCE")
+	}
 	return mux
 }
 

@@ -9,12 +9,10 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"strings"
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
@@ -170,23 +168,12 @@ type PushOptions struct {
 const maxPushBody = 14 << 20
 
 // PushHandler serves POST /pubsub/push: 2xx acks the message, anything else
-// makes Pub/Sub retry it.
+// makes Pub/Sub retry it. With o.Audience set it is behind RequireToken;
+// without, it is unauthenticated, which deliver allows only on the
+// emulators.
 func PushHandler(p processor, o PushOptions) http.Handler {
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	if o.Validator == nil {
-		o.Validator = googleValidator{}
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
-		if o.Audience != "" {
-			if err := authorize(ctx, r, o); err != nil {
-				o.Logger.WarnContext(ctx, "push request refused", "error", err)
-				writeJSON(w, http.StatusUnauthorized, "unauthorized: "+err.Error())
-				return
-			}
-		}
 		var req pushRequest
 		if err := json.NewDecoder(io.LimitReader(r.Body, maxPushBody)).Decode(&req); err != nil {
 			// A body that is not a push request will never become one:
@@ -202,22 +189,10 @@ func PushHandler(p processor, o PushOptions) http.Handler {
 		}
 		answer(w, p.Process(ctx, m))
 	})
-}
-
-func authorize(ctx context.Context, r *http.Request, o PushOptions) error {
-	h := r.Header.Get("Authorization")
-	token, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || token == "" {
-		return errors.New("missing bearer token")
+	if o.Audience == "" {
+		return h
 	}
-	email, err := o.Validator.Validate(ctx, token, o.Audience)
-	if err != nil {
-		return fmt.Errorf("invalid token: %w", err)
-	}
-	if o.ServiceAccount != "" && email != o.ServiceAccount {
-		return fmt.Errorf("token is for %s, not the push service account", email)
-	}
-	return nil
+	return RequireToken(o, h)
 }
 
 // answer turns a decision into a status: 200 acks, 503 nacks.
