@@ -1,0 +1,132 @@
+// Package lookup runs read-only finds against Startdeliver's REST API: the
+// same search deliver makes before it creates or updates a user or customer
+// (GET /user?query={"filter":{...},"limit":1}), so that ingest's explain
+// endpoint can say "matches user 1234" or "would create" without writing
+// anything. It never sends anything but GET.
+//
+// Diff is the rule that decides which fields an update PATCHes, shared by
+// deliver (which sends the PATCH) and explain (which predicts it).
+package lookup
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// Entity is a user or customer as Startdeliver answers it (numbers as
+// json.Number).
+type Entity map[string]any
+
+// ID returns the entity's numeric id.
+func (e Entity) ID() (int64, bool) {
+	switch v := e["id"].(type) {
+	case json.Number:
+		i, err := v.Int64()
+		return i, err == nil
+	case float64:
+		return int64(v), v == float64(int64(v))
+	}
+	return 0, false
+}
+
+// APIError is an answer other than 2xx. It holds neither the URL (filter
+// values) nor the key.
+type APIError struct {
+	StatusCode int
+	Route      string
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("startdeliver GET %s answered %d", e.Route, e.StatusCode)
+}
+
+// Retryable reports whether the same find could succeed later (408, 429, 5xx).
+func (e *APIError) Retryable() bool {
+	return e.StatusCode == http.StatusRequestTimeout || e.StatusCode == http.StatusTooManyRequests || e.StatusCode >= 500
+}
+
+// Client finds entities. Build it once; safe for concurrent use.
+type Client struct {
+	http *http.Client
+	base string
+}
+
+// New returns a Client sending through hc (which should carry a timeout and
+// an OpenTelemetry transport) to defaultBase for accounts without their own
+// startdeliverApiUrl.
+func New(hc *http.Client, defaultBase string) *Client {
+	return &Client{http: hc, base: strings.TrimRight(defaultBase, "/")}
+}
+
+// maxURL is the longest find URL sent; deliver sends longer ones as a POST
+// with a method override, which a read-only client does not.
+const maxURL = 7500
+
+// maxAnswer bounds how much of an answer is read.
+const maxAnswer = 1 << 20
+
+// Find returns the first entity of kind ("user" or "customer") whose field
+// equals value; found is false when there is none. baseURL is the
+// account's startdeliverApiUrl, or "" for the default.
+func (c *Client) Find(ctx context.Context, apiKey, baseURL, kind, field string, value any) (_ Entity, found bool, _ error) {
+	if kind != "user" && kind != "customer" {
+		return nil, false, fmt.Errorf("find: unknown kind %q", kind)
+	}
+	base := c.base
+	if baseURL != "" {
+		base = strings.TrimRight(baseURL, "/")
+	}
+	raw, err := json.Marshal(map[string]any{"filter": map[string]any{field: value}, "limit": 1})
+	if err != nil {
+		return nil, false, fmt.Errorf("find %s: encode query: %w", kind, err)
+	}
+	route := "/" + kind
+	u := base + route + "?query=" + url.QueryEscape(string(raw))
+	if len(u) > maxURL {
+		return nil, false, fmt.Errorf("find %s by %s: match value too long for a read-only find", kind, field)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, false, fmt.Errorf("find %s: build request", kind)
+	}
+	req.Header.Set("Authorization", apiKey)
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // the URL holds filter values
+		}
+		return nil, false, fmt.Errorf("find %s: %w", kind, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	if err != nil {
+		return nil, false, fmt.Errorf("find %s: read answer: %w", kind, err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return nil, false, &APIError{StatusCode: resp.StatusCode, Route: route}
+	}
+	var ans struct {
+		Result []Entity `json:"result"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if err := dec.Decode(&ans); err != nil {
+		return nil, false, fmt.Errorf("find %s: decode answer: %w", kind, err)
+	}
+	if len(ans.Result) == 0 {
+		return nil, false, nil
+	}
+	if _, ok := ans.Result[0].ID(); !ok {
+		return nil, false, fmt.Errorf("find %s: answer has no numeric id", kind)
+	}
+	return ans.Result[0], true, nil
+}

@@ -1,0 +1,75 @@
+package lookup
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func TestFind(t *testing.T) {
+	var seen []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = append(seen, r.Method+" "+r.URL.Path+" "+r.Header.Get("Authorization"))
+		var q struct {
+			Filter map[string]any `json:"filter"`
+			Limit  int            `json:"limit"`
+		}
+		if err := json.Unmarshal([]byte(r.URL.Query().Get("query")), &q); err != nil || q.Limit != 1 {
+			http.Error(w, "bad query", 400)
+			return
+		}
+		switch {
+		case r.Header.Get("Authorization") != "key-1":
+			w.WriteHeader(http.StatusUnauthorized)
+		case q.Filter["externalId"] == "ada":
+			_, _ = w.Write([]byte(`{"result":[{"id":1234,"externalId":"ada"}]}`))
+		case q.Filter["externalId"] == "boom":
+			w.WriteHeader(http.StatusBadGateway)
+		default:
+			_, _ = w.Write([]byte(`{"result":[]}`))
+		}
+	}))
+	defer srv.Close()
+	c := New(srv.Client(), srv.URL)
+	ctx := context.Background()
+
+	e, ok, err := c.Find(ctx, "key-1", "", "user", "externalId", "ada")
+	if id, _ := e.ID(); err != nil || !ok || id != 1234 {
+		t.Errorf("Find(ada) = %v, %v, %v; want user 1234", e, ok, err)
+	}
+	if _, ok, err := c.Find(ctx, "key-1", "", "user", "externalId", "bob"); err != nil || ok {
+		t.Errorf("Find(bob) = %v, %v; want not found", ok, err)
+	}
+	_, _, err = c.Find(ctx, "key-2", srv.URL+"/", "customer", "externalId", "ada")
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.StatusCode != 401 || ae.Retryable() || strings.Contains(err.Error(), "key-2") {
+		t.Errorf("Find with a bad key: %v; want a permanent 401 without the key", err)
+	}
+	_, _, err = c.Find(ctx, "key-1", "", "user", "externalId", "boom")
+	if !errors.As(err, &ae) || !ae.Retryable() {
+		t.Errorf("Find on a 502: %v; want retryable", err)
+	}
+	if _, _, err := c.Find(ctx, "key-1", "", "usage", "x", "y"); err == nil {
+		t.Error("Find of an unknown kind succeeded")
+	}
+	for _, s := range seen {
+		if !strings.HasPrefix(s, "GET ") {
+			t.Errorf("sent %s: a read-only client sends only GET", s)
+		}
+	}
+}
+
+func TestDiff(t *testing.T) {
+	found := map[string]any{"name": "Ada", "score": json.Number("5"), "customer": map[string]any{"id": json.Number("9")}}
+	got := Diff(found, map[string]any{"name": "Ada", "score": 5.0, "customer": int64(9), "plan": "gold"})
+	if len(got) != 1 || got["plan"] != "gold" {
+		t.Errorf("Diff = %v, want only plan", got)
+	}
+	if got := Diff(found, map[string]any{"name": "Ada"}); got != nil {
+		t.Errorf("Diff of nothing changed = %v, want nil", got)
+	}
+}
