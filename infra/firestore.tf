@@ -42,3 +42,46 @@ resource "google_firestore_field" "identities_ttl" {
   ttl_config {}
   index_config {}
 }
+
+# The event console's listing (GET /v1/events, ingest): an account's records
+# newest first, optionally filtered by userId, type and status (any
+# combination). Each combination is one composite index: equality on
+# accountId and the filters, then completedAt descending (shared/journey,
+# Reader.List).
+locals {
+  deliveries_listing_filters = {
+    "all"              = []
+    "user"             = ["userId"]
+    "type"             = ["type"]
+    "status"           = ["status"]
+    "user-type"        = ["userId", "type"]
+    "user-status"      = ["userId", "status"]
+    "type-status"      = ["type", "status"]
+    "user-type-status" = ["userId", "type", "status"]
+  }
+}
+
+resource "google_firestore_index" "deliveries_listing" {
+  for_each = local.deliveries_listing_filters
+
+  project     = var.project_id
+  database    = google_firestore_database.default.name
+  collection  = local.deliveries_collection
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "accountId"
+    order      = "ASCENDING"
+  }
+  dynamic "fields" {
+    for_each = each.value
+    content {
+      field_path = fields.value
+      order      = "ASCENDING"
+    }
+  }
+  fields {
+    field_path = "completedAt"
+    order      = "DESCENDING"
+  }
+}

@@ -17,6 +17,10 @@ locals {
   ingest_env = merge(local.common_env, {
     OTEL_SERVICE_NAME = local.ingest_service
     PUBSUB_TOPIC      = google_pubsub_topic.events.name
+    # The event console reads deliver's records and explain looks users up
+    # (read-only) in Startdeliver.
+    DELIVERIES_COLLECTION = local.deliveries_collection
+    STARTDELIVER_API_URL  = var.startdeliver_api_url
   })
 
   deliver_env = merge(local.common_env, {

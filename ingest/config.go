@@ -42,18 +42,36 @@ type config struct {
 	// Emulator is true when PUBSUB_EMULATOR_HOST is set: the topic is then
 	// created when missing.
 	Emulator bool
+	// DeliveriesCollection is DELIVERIES_COLLECTION (default deliveries):
+	// deliver's event records, read by GET /v1/events.
+	DeliveriesCollection string
+	// StartdeliverAPIURL is STARTDELIVER_API_URL (default
+	// https://app.startdeliver.com/api/v1): where explain's read-only
+	// lookups go for accounts without their own startdeliverApiUrl.
+	StartdeliverAPIURL string
+	// TraceURL is CONSOLE_TRACE_URL: the link to an event's trace, with
+	// {traceId} and {project} replaced. Default: Cloud Trace's, except on
+	// the emulators, where the console shows the local bin/tracetree
+	// command instead.
+	TraceURL string
 }
 
 func loadConfig(getenv func(string) string) (*config, error) {
 	c := &config{
-		Port:               envconfig.String(getenv, "PORT", "8080"),
-		Host:               getenv("HOST"),
-		Project:            getenv("GOOGLE_CLOUD_PROJECT"),
-		Topic:              envconfig.String(getenv, "PUBSUB_TOPIC", "segment-events"),
-		FirestoreDatabase:  envconfig.String(getenv, "FIRESTORE_DATABASE", "(default)"),
-		AccountsCollection: envconfig.String(getenv, "ACCOUNTS_COLLECTION", "accounts"),
-		LogLevel:           envconfig.String(getenv, "LOG_LEVEL", "info"),
-		Emulator:           getenv("PUBSUB_EMULATOR_HOST") != "",
+		Port:                 envconfig.String(getenv, "PORT", "8080"),
+		Host:                 getenv("HOST"),
+		Project:              getenv("GOOGLE_CLOUD_PROJECT"),
+		Topic:                envconfig.String(getenv, "PUBSUB_TOPIC", "segment-events"),
+		FirestoreDatabase:    envconfig.String(getenv, "FIRESTORE_DATABASE", "(default)"),
+		AccountsCollection:   envconfig.String(getenv, "ACCOUNTS_COLLECTION", "accounts"),
+		LogLevel:             envconfig.String(getenv, "LOG_LEVEL", "info"),
+		Emulator:             getenv("PUBSUB_EMULATOR_HOST") != "",
+		DeliveriesCollection: envconfig.String(getenv, "DELIVERIES_COLLECTION", "deliveries"),
+		StartdeliverAPIURL:   envconfig.String(getenv, "STARTDELIVER_API_URL", "https://app.startdeliver.com/api/v1"),
+		TraceURL:             getenv("CONSOLE_TRACE_URL"),
+	}
+	if c.TraceURL == "" && !c.Emulator {
+		c.TraceURL = "https://console.cloud.google.com/traces/list?project={project}&tid={traceId}"
 	}
 	var err error
 	if c.ConfigCacheTTL, err = envconfig.Duration(getenv, "CONFIG_CACHE_TTL", accountstore.MaxTTL); err != nil {

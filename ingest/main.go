@@ -10,8 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -23,10 +25,13 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/startdeliver/segment-destination/ingest/internal/explain"
 	"github.com/startdeliver/segment-destination/ingest/internal/publish"
 	"github.com/startdeliver/segment-destination/ingest/internal/receive"
 	"github.com/startdeliver/segment-destination/shared/accountstore"
 	"github.com/startdeliver/segment-destination/shared/gcpclient"
+	"github.com/startdeliver/segment-destination/shared/journey"
+	"github.com/startdeliver/segment-destination/shared/lookup"
 	"github.com/startdeliver/segment-destination/shared/telemetry"
 )
 
@@ -112,12 +117,19 @@ func newService(ctx context.Context, getenv func(string) string) (_ *service, er
 	s.closers = append(s.closers, fs.Close)
 	s.publisher = publish.New(ps, cfg.Project, cfg.Topic, publish.Options{DisableOrdering: !cfg.Ordering, DelayThreshold: cfg.PublishDelay, Timeout: cfg.PublishTimeout})
 	store := accountstore.New(fs, accountstore.Options{Collection: cfg.AccountsCollection, TTL: cfg.ConfigCacheTTL})
+	// Explain's read-only finds: one client, a timeout, the same
+	// instrumentation as every outbound call.
+	lookups := lookup.New(&http.Client{Timeout: 10 * time.Second, Transport: otelhttp.NewTransport(http.DefaultTransport)}, cfg.StartdeliverAPIURL)
 	h := receive.New(receive.Options{
 		Publisher: s.publisher,
 		Accounts:  store,
 		Ready:     &topicCheck{ps: ps, name: topicName(cfg.Project, cfg.Topic)},
 		Topic:     cfg.Topic,
 		Logger:    log,
+		Records:   journey.NewReader(fs, cfg.DeliveriesCollection),
+		Configs:   store,
+		Explainer: explain.New(lookups),
+		TraceURL:  traceURL(cfg.TraceURL, cfg.Project),
 	})
 	s.handler = otelhttp.NewHandler(h, "ingest",
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + routeOf(r) }),
@@ -126,11 +138,26 @@ func newService(ctx context.Context, getenv func(string) string) (_ *service, er
 	return s, nil
 }
 
+// traceURL returns the function that links a trace id to its trace, or nil
+// when there is no template (the console then shows the tracetree command).
+func traceURL(template, project string) func(string) string {
+	if template == "" {
+		return nil
+	}
+	return func(traceID string) string {
+		return strings.NewReplacer("{traceId}", url.QueryEscape(traceID), "{project}", url.QueryEscape(project)).Replace(template)
+	}
+}
+
 // routeOf names a request's route for spans without ids or keys.
 func routeOf(r *http.Request) string {
 	switch p := r.URL.Path; {
 	case p == "/" || p == "/healthz" || p == "/readyz":
 		return p
+	case strings.HasPrefix(p, "/v1/events/"):
+		return "/v1/events/{messageId}"
+	case strings.HasPrefix(p, "/console/"):
+		return "/console/"
 	case len(p) > 4 && p[:4] == "/v1/":
 		return p
 	}

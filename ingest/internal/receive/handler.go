@@ -26,6 +26,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/startdeliver/segment-destination/ingest/internal/explain"
 	"github.com/startdeliver/segment-destination/shared/account"
 	"github.com/startdeliver/segment-destination/shared/accountstore"
 	"github.com/startdeliver/segment-destination/shared/envelope"
@@ -62,6 +63,13 @@ type Options struct {
 	// Now and NewID are replaced in tests.
 	Now   func() time.Time
 	NewID func() string
+	// Records, Configs and Explainer serve the events and explain
+	// endpoints (events.go); nil ones answer 404. TraceURL links a trace
+	// id to its trace (Cloud Trace); nil shows the local tracetree command.
+	Records   records
+	Configs   configs
+	Explainer *explain.Explainer
+	TraceURL  func(traceID string) string
 }
 
 // Handler serves ingest's HTTP API.
@@ -71,6 +79,7 @@ type Handler struct {
 	tracer  trace.Tracer
 	log     *slog.Logger
 	metrics *metrics
+	recent  *recent // publications for "pending" (events.go)
 }
 
 // New returns the ingest handler.
@@ -90,6 +99,7 @@ func New(opts Options) *Handler {
 		tracer:  otel.Tracer("github.com/startdeliver/segment-destination/ingest/receive"),
 		log:     opts.Logger,
 		metrics: newMetrics(otel.Meter("github.com/startdeliver/segment-destination/ingest/receive")),
+		recent:  newRecent(opts.Now),
 	}
 	h.mux.HandleFunc("POST /{$}", h.destination)
 	h.mux.HandleFunc("POST /v1/batch", h.batch)
@@ -99,6 +109,11 @@ func New(opts Options) *Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	h.mux.HandleFunc("GET /readyz", h.readyz)
+	h.mux.HandleFunc("GET /v1/events/{messageId}", h.event)
+	h.mux.HandleFunc("GET /v1/events", h.events)
+	h.mux.HandleFunc("POST /v1/explain", h.explain)
+	h.mux.Handle("GET /console/", consoleHandler())
+	h.mux.Handle("GET /console", http.RedirectHandler("/console/", http.StatusMovedPermanently))
 	return h
 }
 
@@ -553,6 +568,7 @@ func (p *pending) send() *httpError {
 		return (&httpError{status: http.StatusServiceUnavailable, msg: "could not publish the event; retry", err: err}).about(p.req.accountID, ev.MessageID)
 	}
 	span.SetAttributes(attribute.String("messaging.message.id", id))
+	h.recent.add(p.req.accountID, ev.MessageID)
 	h.metrics.publish.Record(ctx, time.Since(start).Seconds())
 	h.metrics.published.Add(ctx, 1, metric.WithAttributes(attribute.String("type", string(ev.Type)), attribute.String("account", p.req.accountID)))
 	return nil
