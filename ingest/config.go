@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/startdeliver/segment-destination/shared/account"
 	"github.com/startdeliver/segment-destination/shared/accountstore"
 	"github.com/startdeliver/segment-destination/shared/envconfig"
 )
@@ -54,6 +55,10 @@ type config struct {
 	// the emulators, where the console shows the local bin/tracetree
 	// command instead.
 	TraceURL string
+	// APIURLs is the allow-list of a per-account startdeliverApiUrl
+	// (STARTDELIVER_API_HOSTS, as deliver's): explain's lookups send the key
+	// only where deliver would.
+	APIURLs account.APIURLPolicy
 }
 
 func loadConfig(getenv func(string) string) (*config, error) {
@@ -75,6 +80,9 @@ func loadConfig(getenv func(string) string) (*config, error) {
 	}
 	var err error
 	if c.ConfigCacheTTL, err = envconfig.Duration(getenv, "CONFIG_CACHE_TTL", accountstore.MaxTTL); err != nil {
+		return nil, err
+	}
+	if c.APIURLs, err = account.APIURLPolicyFromEnv(getenv, c.Emulator); err != nil {
 		return nil, err
 	}
 	if c.PublishDelay, err = envconfig.Duration(getenv, "PUBSUB_PUBLISH_DELAY", time.Millisecond); err != nil {

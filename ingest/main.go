@@ -119,7 +119,7 @@ func newService(ctx context.Context, getenv func(string) string) (_ *service, er
 	store := accountstore.New(fs, accountstore.Options{Collection: cfg.AccountsCollection, TTL: cfg.ConfigCacheTTL})
 	// Explain's read-only finds: one client, a timeout, the same
 	// instrumentation as every outbound call.
-	lookups := lookup.New(&http.Client{Timeout: 10 * time.Second, Transport: otelhttp.NewTransport(http.DefaultTransport)}, cfg.StartdeliverAPIURL)
+	lookups := lookup.New(&http.Client{Timeout: 10 * time.Second, Transport: otelhttp.NewTransport(http.DefaultTransport)}, cfg.StartdeliverAPIURL, cfg.APIURLs.Check)
 	h := receive.New(receive.Options{
 		Publisher: s.publisher,
 		Accounts:  store,

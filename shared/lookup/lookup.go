@@ -18,6 +18,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/startdeliver/segment-destination/shared/failure"
 )
 
 // Entity is a user or customer as Startdeliver answers it (numbers as
@@ -47,22 +49,34 @@ func (e *APIError) Error() string {
 	return fmt.Sprintf("startdeliver GET %s answered %d", e.Route, e.StatusCode)
 }
 
-// Retryable reports whether the same find could succeed later (408, 429, 5xx).
+// Retryable reports whether the same find could succeed later (408, 429,
+// 5xx); any other answer (a 3xx included) is permanent.
 func (e *APIError) Retryable() bool {
 	return e.StatusCode == http.StatusRequestTimeout || e.StatusCode == http.StatusTooManyRequests || e.StatusCode >= 500
 }
 
+// ClassAPIURLRefused is the permanent failure of an account whose
+// startdeliverApiUrl the allow-list refuses: its key is not sent (the class
+// deliver's client gives the same refusal).
+const ClassAPIURLRefused = "api-url-refused"
+
 // Client finds entities. Build it once; safe for concurrent use.
 type Client struct {
-	http *http.Client
-	base string
+	http  *http.Client
+	base  string
+	check func(string) error
 }
 
 // New returns a Client sending through hc (which should carry a timeout and
 // an OpenTelemetry transport) to defaultBase for accounts without their own
-// startdeliverApiUrl.
-func New(hc *http.Client, defaultBase string) *Client {
-	return &Client{http: hc, base: strings.TrimRight(defaultBase, "/")}
+// startdeliverApiUrl. check, when not nil, vets an account's own base URL
+// before every find (account.APIURLPolicy.Check): a refused one is a
+// permanent error of class ClassAPIURLRefused and no request is sent.
+// Redirects are never followed: they would carry the key elsewhere.
+func New(hc *http.Client, defaultBase string, check func(string) error) *Client {
+	c := *hc
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &Client{http: &c, base: strings.TrimRight(defaultBase, "/"), check: check}
 }
 
 // maxURL is the longest find URL sent; deliver sends longer ones as a POST
@@ -81,6 +95,11 @@ func (c *Client) Find(ctx context.Context, apiKey, baseURL, kind, field string, 
 	}
 	base := c.base
 	if baseURL != "" {
+		if c.check != nil {
+			if err := c.check(baseURL); err != nil {
+				return nil, false, failure.Permanent(ClassAPIURLRefused, fmt.Errorf("find %s: startdeliverApiUrl refused: %w", kind, err))
+			}
+		}
 		base = strings.TrimRight(baseURL, "/")
 	}
 	raw, err := json.Marshal(map[string]any{"filter": map[string]any{field: value}, "limit": 1})

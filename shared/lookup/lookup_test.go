@@ -8,6 +8,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/startdeliver/segment-destination/shared/failure"
 )
 
 func TestFind(t *testing.T) {
@@ -34,7 +36,12 @@ func TestFind(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	c := New(srv.Client(), srv.URL)
+	c := New(srv.Client(), srv.URL, func(raw string) error {
+		if strings.Contains(raw, "evil") {
+			return errors.New("not allowed")
+		}
+		return nil
+	})
 	ctx := context.Background()
 
 	e, ok, err := c.Find(ctx, "key-1", "", "user", "externalId", "ada")
@@ -55,6 +62,11 @@ func TestFind(t *testing.T) {
 	}
 	if _, _, err := c.Find(ctx, "key-1", "", "usage", "x", "y"); err == nil {
 		t.Error("Find of an unknown kind succeeded")
+	}
+	n := len(seen)
+	_, _, err = c.Find(ctx, "key-1", "http://evil.example", "user", "externalId", "ada")
+	if !failure.IsPermanent(err) || failure.Class(err) != ClassAPIURLRefused || len(seen) != n {
+		t.Errorf("Find at a refused URL: %v (%d requests); want api-url-refused and no request", err, len(seen)-n)
 	}
 	for _, s := range seen {
 		if !strings.HasPrefix(s, "GET ") {

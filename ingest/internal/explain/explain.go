@@ -21,6 +21,7 @@ import (
 
 	"github.com/startdeliver/segment-destination/shared/account"
 	"github.com/startdeliver/segment-destination/shared/accountstore"
+	"github.com/startdeliver/segment-destination/shared/failure"
 	"github.com/startdeliver/segment-destination/shared/journey"
 	"github.com/startdeliver/segment-destination/shared/lookup"
 	"github.com/startdeliver/segment-destination/shared/plan"
@@ -237,10 +238,12 @@ func (x *Explainer) entity(ctx context.Context, in Input, kind string, e *plan.E
 	ent, ok, err := x.finder.Find(ctx, in.APIKey, in.Entry.Account.StartdeliverAPIURL, kind, e.Match.Field, e.Match.Value)
 	if err != nil {
 		var ae *lookup.APIError
-		if errors.As(err, &ae) && !ae.Retryable() {
+		switch {
+		case failure.IsPermanent(err):
+			res.Status, res.ErrorClass, res.Reason = WouldDeadLetter, failure.Class(err), err.Error()
+		case errors.As(err, &ae) && !ae.Retryable():
 			// deliver would get the same answer and dead-letter the event.
-			res.Status, res.ErrorClass = WouldDeadLetter, ClassStartdeliver
-			res.Reason = err.Error()
+			res.Status, res.ErrorClass, res.Reason = WouldDeadLetter, ClassStartdeliver, err.Error()
 		}
 		res.Lookups = append(res.Lookups, Lookup{Entity: kind, Says: "could not look up", Error: err.Error()})
 		// Both branches stay possible.
