@@ -1,7 +1,7 @@
 // Package journey is the record of what happened to one event, kept by
 // deliver in the document it already writes per completed event (the
 // dedupe record) and read by ingest to answer "where is my event"
-// (contract §6). Both sides use this one schema, so that a field deliver
+// (docs/api.md § Probes and the event console). Both sides use this one schema, so that a field deliver
 // writes is the field ingest reads.
 //
 // A record names its account by the account id (the key's hash), never by
@@ -18,7 +18,7 @@ import (
 	"time"
 )
 
-// Statuses of an event (contract §6).
+// Statuses of an event (docs/api.md § Probes and the event console).
 const (
 	StatusPending      = "pending"
 	StatusDelivered    = "delivered"

@@ -31,7 +31,7 @@ func Matches(ev *segment.Event, s account.Settings, pl *plan.Plan) (user, custom
 	return user, customer
 }
 
-// usageRule names the matching rule (contract §3) behind a track, page or
+// usageRule names the matching rule (docs/api.md § Matching and types) behind a track, page or
 // screen event's match.
 func usageRule(ev *segment.Event, s account.Settings, m plan.Match) string {
 	switch {

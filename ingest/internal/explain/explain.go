@@ -1,6 +1,6 @@
 // Package explain answers what deliver would do with one event under an
 // account's current configuration, without writing anything anywhere
-// (contract §6, POST /v1/explain). It plans with plan.Decide, the code deliver
+// (POST /v1/explain, docs/api.md § Probes and the event console). It plans with plan.Decide, the code deliver
 // runs, and lays the plan out as the Startdeliver calls deliver makes for it,
 // in deliver's order: the customer first (so that the user can link to it),
 // then the user, then the usage record; each entity is found first, then
@@ -66,7 +66,7 @@ type Lookup struct {
 	Error string `json:"error,omitempty"`
 }
 
-// Result is an explanation (contract §6).
+// Result is an explanation (docs/api.md § Probes and the event console).
 type Result struct {
 	Status     string `json:"status"`
 	Reason     string `json:"reason"`

@@ -17,7 +17,7 @@ import (
 	"github.com/startdeliver/segment-destination/shared/segment"
 )
 
-// This file serves "where is my event" and explain (contract §6): GET
+// This file serves "where is my event" and explain (docs/api.md § Probes and the event console): GET
 // /v1/events/{messageId}, GET /v1/events and POST /v1/explain, each
 // authenticated like the Tracking API, so that an account sees only its own
 // events. None of them writes anything.
