@@ -30,6 +30,8 @@ type stack struct {
 	sub   string
 	stop  func()
 	topic string
+	// deliveries is the collection of event records ingest reads.
+	deliveries string
 }
 
 const demoAccount = `{
@@ -47,6 +49,7 @@ func startIngest(t *testing.T, pubsubHost string) *stack {
 	emulatortest.CreateTopic(t, ps, env.Project, topic)
 	emulatortest.CreateSubscription(t, ps, env.Project, topic, sub, emulatortest.SubscriptionOptions{Ordering: true})
 	collection := emulatortest.Name(t, "accounts")
+	deliveries := emulatortest.Name(t, "deliveries")
 	key := "sd-key-" + collection
 	a, err := account.Parse([]byte(demoAccount))
 	if err != nil {
@@ -63,6 +66,7 @@ func startIngest(t *testing.T, pubsubHost string) *stack {
 		"PORT":                   "0",
 		"PUBSUB_TOPIC":           topic,
 		"ACCOUNTS_COLLECTION":    collection,
+		"DELIVERIES_COLLECTION":  deliveries,
 		"PUBSUB_EMULATOR_HOST":   pubsubHost,
 		"PUBSUB_PUBLISH_TIMEOUT": "3s",
 		"OTEL_TRACES_EXPORTER":   "none",
@@ -83,7 +87,7 @@ func startIngest(t *testing.T, pubsubHost string) *stack {
 		cancel()
 		t.Fatal("ingest did not start within 30s")
 	}
-	s := &stack{env: env, url: "http://" + addr, key: key, sub: sub, topic: topic}
+	s := &stack{env: env, url: "http://" + addr, key: key, sub: sub, topic: topic, deliveries: deliveries}
 	var once sync.Once
 	s.stop = func() {
 		once.Do(func() {
