@@ -71,7 +71,9 @@ HOST=127.0.0.1 PORT=8081 DELIVER_MODE=pull STARTDELIVER_API_URL=http://127.0.0.1
 pids+=($!)
 wait_http http://127.0.0.1:8081/healthz "$!" deliver "$state/deliver.log"
 
-HOST=127.0.0.1 PORT=8080 "$bin/ingest" >"$state/ingest.log" 2>&1 &
+# ingest's explain looks users up (read-only) in the stand-in.
+HOST=127.0.0.1 PORT=8080 STARTDELIVER_API_URL=http://127.0.0.1:8090/api/v1 \
+  "$bin/ingest" >"$state/ingest.log" 2>&1 &
 pids+=($!)
 wait_http http://127.0.0.1:8080/readyz "$!" ingest "$state/ingest.log"
 
@@ -81,6 +83,7 @@ cat <<MSG
 The Startdeliver destination is running locally.
 
   ingest (Segment calls this)   http://127.0.0.1:8080
+  event console                 http://127.0.0.1:8080/console/   (paste the demo key: where is my event, explain)
   deliver (health)              http://127.0.0.1:8081/healthz
   Startdeliver stand-in         http://127.0.0.1:8090/_standin/   (users, customers, usage as they land)
   logs                          $state/ingest.log $state/deliver.log $state/standin.log
@@ -95,7 +98,9 @@ Send a first event:
     -H 'Authorization: Basic $auth' \\
     -d '{"type":"track","userId":"97980cfea0067","event":"Login Button Clicked"}'
 
-then see it at http://127.0.0.1:8090/_standin/ and its trace with: bin/tracetree -last
+then see it at http://127.0.0.1:8090/_standin/, its journey in the console
+(http://127.0.0.1:8080/console/, with the key above) and its trace with:
+bin/tracetree -last
 
 Ctrl-C stops everything.
 MSG
