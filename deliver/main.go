@@ -85,7 +85,8 @@ type service struct {
 	accounts  *accountstore.Store
 	processor *delivery.Processor
 	dead      *intake.DeadLetterPublisher
-	telemetry *telemetry.Telemetry
+	// flushTelemetry is telemetry.Setup's shutdown.
+	flushTelemetry func(context.Context) error
 }
 
 func newService(ctx context.Context, getenv func(string) string) (_ *service, err error) {
@@ -93,11 +94,11 @@ func newService(ctx context.Context, getenv func(string) string) (_ *service, er
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	tel, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: "deliver", ServiceVersion: version}, getenv)
+	flush, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: "deliver", ServiceVersion: version})
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}
-	s := &service{cfg: cfg, telemetry: tel, log: telemetry.NewLogger(os.Stderr, cfg.LogLevel, cfg.Project)}
+	s := &service{cfg: cfg, flushTelemetry: flush, log: telemetry.NewLogger(os.Stderr, cfg.LogLevel, cfg.Project)}
 	defer func() {
 		if err != nil {
 			s.close(context.Background())
@@ -141,8 +142,8 @@ func (s *service) close(ctx context.Context) {
 	if s.fs != nil {
 		_ = s.fs.Close()
 	}
-	if s.telemetry != nil {
-		if err := s.telemetry.Shutdown(ctx); err != nil {
+	if s.flushTelemetry != nil {
+		if err := s.flushTelemetry(ctx); err != nil {
 			s.log.Warn("flush telemetry", "error", err)
 		}
 	}

@@ -251,6 +251,64 @@ func TestOneTracePerEvent(t *testing.T) {
 	}
 }
 
+// TestCallerDoesNotSteerTracing: at the edge only traceparent and
+// tracestate are taken from a caller, and ingest decides what is sampled: a
+// caller's unsampled flag does not hide the event's trace (the default
+// sampler samples every request), and a caller's baggage reaches neither
+// the spans nor Startdeliver, while its trace id still does.
+func TestCallerDoesNotSteerTracing(t *testing.T) {
+	p, file, _ := tracedPipeline(t)
+	key := "sd-trace-steer-key"
+	p.addAccount(key, simpleAccount)
+	const callerTrace = "5cf92f3577b34da6a3ce929d0e0e4736"
+	code, body := p.postWithHeaders("/", key, `{"type":"track","userId":"steer-user","event":"Steered","messageId":"trace-steer"}`,
+		map[string]string{
+			"traceparent": "00-" + callerTrace + "-00f067aa0ba902b7-00",
+			"tracestate":  "vendor=opaque",
+			"baggage":     "planted=baggage-from-caller",
+		})
+	if code != 200 {
+		t.Fatalf("POST / = %d %s", code, body)
+	}
+	eventually(t, 30*time.Second, "the usage record", func() bool { return len(p.sd.Usage(key)) == 1 })
+	var spans []exportedSpan
+	eventually(t, 30*time.Second, "the event's spans, exported although the caller's flag was unsampled", func() bool {
+		spans = nil
+		for _, s := range readSpans(t, file) {
+			if s.SpanContext.TraceID == callerTrace {
+				spans = append(spans, s)
+			}
+		}
+		return hasSpans(spans, []string{"POST /", "publish " + p.topic, "process segment-events", "POST /usage"})
+	})
+	calls := 0
+	for _, r := range p.sd.Requests() {
+		if r.KeyHash != startdelivertest.KeyHash(key) {
+			continue
+		}
+		calls++
+		if !strings.Contains(r.Traceparent, callerTrace) || !strings.HasSuffix(r.Traceparent, "-01") {
+			t.Errorf("%s %s reached Startdeliver with traceparent %q, want the caller's trace, sampled", r.Method, r.Path, r.Traceparent)
+		}
+		if r.Tracestate != "vendor=opaque" {
+			t.Errorf("%s %s reached Startdeliver with tracestate %q, want the caller's", r.Method, r.Path, r.Tracestate)
+		}
+		if r.Baggage != "" {
+			t.Errorf("%s %s reached Startdeliver with baggage %q, want none", r.Method, r.Path, r.Baggage)
+		}
+	}
+	if calls == 0 {
+		t.Fatalf("Startdeliver saw no call for the account")
+	}
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(raw), "baggage-from-caller") {
+		t.Errorf("the caller's baggage is in the exported spans")
+	}
+}
+
 // TestTraceWithoutCaller: without a caller's traceparent, ingest's server
 // span is the root of the event's one trace.
 func TestTraceWithoutCaller(t *testing.T) {

@@ -81,7 +81,8 @@ type service struct {
 	handler   http.Handler
 	publisher *publish.Publisher
 	closers   []func() error
-	telemetry *telemetry.Telemetry
+	// flushTelemetry is telemetry.Setup's shutdown.
+	flushTelemetry func(context.Context) error
 }
 
 func newService(ctx context.Context, getenv func(string) string) (_ *service, err error) {
@@ -89,12 +90,13 @@ func newService(ctx context.Context, getenv func(string) string) (_ *service, er
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	tel, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: "ingest", ServiceVersion: version}, getenv)
+	// ingest is the edge: its callers do not decide what is sampled.
+	flush, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: "ingest", ServiceVersion: version, Edge: true})
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}
 	log := telemetry.NewLogger(os.Stderr, cfg.LogLevel, cfg.Project)
-	s := &service{cfg: cfg, log: log, telemetry: tel}
+	s := &service{cfg: cfg, log: log, flushTelemetry: flush}
 	defer func() {
 		if err != nil {
 			s.close(context.Background())
@@ -175,8 +177,8 @@ func (s *service) close(ctx context.Context) {
 			s.log.Warn("close client", "error", err)
 		}
 	}
-	if s.telemetry != nil {
-		if err := s.telemetry.Shutdown(ctx); err != nil {
+	if s.flushTelemetry != nil {
+		if err := s.flushTelemetry(ctx); err != nil {
 			s.log.Warn("flush telemetry", "error", err)
 		}
 	}

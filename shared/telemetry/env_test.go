@@ -1,133 +1,58 @@
 package telemetry
 
 import (
+	"context"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
 	"go.opentelemetry.io/otel/attribute"
 )
 
-// env returns a getenv over a fixed map.
-func env(m map[string]string) func(string) string {
-	return func(k string) string { return m[k] }
+// otelVars are the variables these tests set; each test starts with all of
+// them empty, whatever the environment of the test process.
+var otelVars = []string{
+	"OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT",
+	"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+	"OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+	"OTEL_CONSOLE_FILE", "OTEL_CONSOLE_METRICS_FILE", "OTEL_SDK_DISABLED", "OTEL_SERVICE_NAME",
+	"OTEL_RESOURCE_ATTRIBUTES", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG",
+	"TRACE_HONOR_CALLER_SAMPLED", "K_SERVICE", "K_REVISION", "K_CONFIGURATION", "GOOGLE_CLOUD_PROJECT",
 }
 
-func TestChooseExporters(t *testing.T) {
+// setenv sets the process environment for one test: every variable of
+// otelVars empty, then m.
+func setenv(t *testing.T, m map[string]string) {
+	t.Helper()
+	for _, k := range otelVars {
+		t.Setenv(k, "")
+	}
+	for k, v := range m {
+		t.Setenv(k, v)
+	}
+}
+
+func TestDefaultExporter(t *testing.T) {
 	tests := []struct {
-		name        string
-		env         map[string]string
-		wantTraces  exporterChoice
-		wantMetrics exporterChoice
+		name                string
+		env                 map[string]string
+		wantTraces, wantMet string
 	}{
-		{
-			name: "nothing set exports nothing",
-			env:  nil,
-		},
-		{
-			name:        "otlp endpoint defaults to otlp over http",
-			env:         map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"},
-			wantTraces:  exporterChoice{Exporters: []string{"otlp"}, Protocol: "http/protobuf"},
-			wantMetrics: exporterChoice{Exporters: []string{"otlp"}, Protocol: "http/protobuf"},
-		},
-		{
-			name: "grpc protocol",
-			env: map[string]string{
-				"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
-				"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-			},
-			wantTraces:  exporterChoice{Exporters: []string{"otlp"}, Protocol: "grpc"},
-			wantMetrics: exporterChoice{Exporters: []string{"otlp"}, Protocol: "grpc"},
-		},
-		{
-			name: "per-signal protocol wins",
-			env: map[string]string{
-				"OTEL_EXPORTER_OTLP_ENDPOINT":         "http://127.0.0.1:4317",
-				"OTEL_EXPORTER_OTLP_PROTOCOL":         "grpc",
-				"OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/protobuf",
-			},
-			wantTraces:  exporterChoice{Exporters: []string{"otlp"}, Protocol: "grpc"},
-			wantMetrics: exporterChoice{Exporters: []string{"otlp"}, Protocol: "http/protobuf"},
-		},
-		{
-			name:       "per-signal endpoint selects otlp for that signal only",
-			env:        map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"},
-			wantTraces: exporterChoice{Exporters: []string{"otlp"}, Protocol: "http/protobuf"},
-		},
-		{
-			name:        "cloud run defaults to gcp",
-			env:         map[string]string{"K_SERVICE": "ingest"},
-			wantTraces:  exporterChoice{Exporters: []string{"gcp"}},
-			wantMetrics: exporterChoice{Exporters: []string{"gcp"}},
-		},
-		{
-			name:        "otlp endpoint wins over cloud run default",
-			env:         map[string]string{"K_SERVICE": "ingest", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"},
-			wantTraces:  exporterChoice{Exporters: []string{"otlp"}, Protocol: "http/protobuf"},
-			wantMetrics: exporterChoice{Exporters: []string{"otlp"}, Protocol: "http/protobuf"},
-		},
-		{
-			name:        "explicit none on cloud run",
-			env:         map[string]string{"K_SERVICE": "ingest", "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"},
-			wantTraces:  exporterChoice{},
-			wantMetrics: exporterChoice{},
-		},
-		{
-			name: "console with files",
-			env: map[string]string{
-				"OTEL_TRACES_EXPORTER":      "console",
-				"OTEL_METRICS_EXPORTER":     "Console",
-				"OTEL_CONSOLE_FILE":         ".run/traces.jsonl",
-				"OTEL_CONSOLE_METRICS_FILE": ".run/metrics.jsonl",
-			},
-			wantTraces:  exporterChoice{Exporters: []string{"console"}, File: ".run/traces.jsonl"},
-			wantMetrics: exporterChoice{Exporters: []string{"console"}, File: ".run/metrics.jsonl"},
-		},
-		{
-			name: "list of exporters, duplicates and none dropped",
-			env: map[string]string{
-				"OTEL_TRACES_EXPORTER":        "otlp, console,none,otlp",
-				"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
-			},
-			wantTraces:  exporterChoice{Exporters: []string{"otlp", "console"}, Protocol: "http/protobuf"},
-			wantMetrics: exporterChoice{Exporters: []string{"otlp"}, Protocol: "http/protobuf"},
-		},
-		{
-			name: "sdk disabled wins over everything",
-			env: map[string]string{
-				"OTEL_SDK_DISABLED":           "true",
-				"OTEL_TRACES_EXPORTER":        "console",
-				"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
-			},
-		},
+		{"nothing set exports nothing", nil, "none", "none"},
+		{"otlp endpoint", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, "otlp", "otlp"},
+		{"per-signal endpoint selects otlp for that signal only",
+			map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"}, "otlp", "none"},
+		{"cloud run", map[string]string{"K_SERVICE": "ingest"}, "gcp", "gcp"},
+		{"otlp endpoint wins over cloud run", map[string]string{"K_SERVICE": "ingest", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, "otlp", "otlp"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			for _, c := range []struct {
-				s    signal
-				want exporterChoice
-			}{{signalTraces, tt.wantTraces}, {signalMetrics, tt.wantMetrics}} {
-				got, err := chooseExporters(env(tt.env), c.s)
-				if err != nil {
-					t.Fatalf("chooseExporters(%v, %s) error: %v", tt.env, c.s, err)
-				}
-				if diff := cmp.Diff(c.want, got); diff != "" {
-					t.Errorf("chooseExporters(%v, %s) mismatch (-want +got):\n%s", tt.env, c.s, diff)
-				}
+			setenv(t, tt.env)
+			if got := defaultExporter("TRACES"); got != tt.wantTraces {
+				t.Errorf("defaultExporter(TRACES) = %q, want %q", got, tt.wantTraces)
+			}
+			if got := defaultExporter("METRICS"); got != tt.wantMet {
+				t.Errorf("defaultExporter(METRICS) = %q, want %q", got, tt.wantMet)
 			}
 		})
-	}
-}
-
-func TestChooseExportersErrors(t *testing.T) {
-	tests := []map[string]string{
-		{"OTEL_TRACES_EXPORTER": "jaeger"},
-		{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
-		{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "udp"},
-	}
-	for _, e := range tests {
-		if got, err := chooseExporters(env(e), signalTraces); err == nil {
-			t.Errorf("chooseExporters(%v) = %+v, want error", e, got)
-		}
 	}
 }
 
@@ -135,22 +60,25 @@ func TestSamplerFromEnv(t *testing.T) {
 	tests := []struct {
 		sampler, arg string
 		want         string // the sampler's Description
+		wantRoot     string
 		wantErr      bool
 	}{
-		{sampler: "", want: "ParentBased{root:AlwaysOnSampler,remoteParentSampled:AlwaysOnSampler,remoteParentNotSampled:AlwaysOffSampler,localParentSampled:AlwaysOnSampler,localParentNotSampled:AlwaysOffSampler}"},
-		{sampler: "always_on", want: "AlwaysOnSampler"},
-		{sampler: "always_off", want: "AlwaysOffSampler"},
-		{sampler: "traceidratio", arg: "0.25", want: "TraceIDRatioBased{0.25}"},
-		{sampler: "traceidratio", want: "TraceIDRatioBased{1}"},
-		{sampler: "parentbased_traceidratio", arg: "0.5", want: "ParentBased{root:TraceIDRatioBased{0.5},remoteParentSampled:AlwaysOnSampler,remoteParentNotSampled:AlwaysOffSampler,localParentSampled:AlwaysOnSampler,localParentNotSampled:AlwaysOffSampler}"},
-		{sampler: "parentbased_always_off", want: "ParentBased{root:AlwaysOffSampler,remoteParentSampled:AlwaysOnSampler,remoteParentNotSampled:AlwaysOffSampler,localParentSampled:AlwaysOnSampler,localParentNotSampled:AlwaysOffSampler}"},
+		{sampler: "", want: "ParentBased{root:AlwaysOnSampler,remoteParentSampled:AlwaysOnSampler,remoteParentNotSampled:AlwaysOffSampler,localParentSampled:AlwaysOnSampler,localParentNotSampled:AlwaysOffSampler}", wantRoot: "AlwaysOnSampler"},
+		{sampler: "always_on", want: "AlwaysOnSampler", wantRoot: "AlwaysOnSampler"},
+		{sampler: "always_off", want: "AlwaysOffSampler", wantRoot: "AlwaysOffSampler"},
+		{sampler: "traceidratio", arg: "0.25", want: "TraceIDRatioBased{0.25}", wantRoot: "TraceIDRatioBased{0.25}"},
+		{sampler: "traceidratio", want: "TraceIDRatioBased{1}", wantRoot: "TraceIDRatioBased{1}"},
+		{sampler: "parentbased_traceidratio", arg: "0.5", want: "ParentBased{root:TraceIDRatioBased{0.5},remoteParentSampled:AlwaysOnSampler,remoteParentNotSampled:AlwaysOffSampler,localParentSampled:AlwaysOnSampler,localParentNotSampled:AlwaysOffSampler}", wantRoot: "TraceIDRatioBased{0.5}"},
+		{sampler: "parentbased_always_off", want: "ParentBased{root:AlwaysOffSampler,remoteParentSampled:AlwaysOnSampler,remoteParentNotSampled:AlwaysOffSampler,localParentSampled:AlwaysOnSampler,localParentNotSampled:AlwaysOffSampler}", wantRoot: "AlwaysOffSampler"},
 		{sampler: "traceidratio", arg: "2", wantErr: true},
 		{sampler: "traceidratio", arg: "half", wantErr: true},
 		{sampler: "jaeger_remote", wantErr: true},
+		{sampler: "parentbased_jaeger_remote", wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.sampler+"/"+tt.arg, func(t *testing.T) {
-			s, err := samplerFromEnv(env(map[string]string{"OTEL_TRACES_SAMPLER": tt.sampler, "OTEL_TRACES_SAMPLER_ARG": tt.arg}))
+			setenv(t, map[string]string{"OTEL_TRACES_SAMPLER": tt.sampler, "OTEL_TRACES_SAMPLER_ARG": tt.arg})
+			s, root, err := samplerFromEnv()
 			if tt.wantErr {
 				if err == nil {
 					t.Fatalf("samplerFromEnv(%q, %q) = %s, want error", tt.sampler, tt.arg, s.Description())
@@ -163,20 +91,30 @@ func TestSamplerFromEnv(t *testing.T) {
 			if got := s.Description(); got != tt.want {
 				t.Errorf("samplerFromEnv(%q, %q) = %s, want %s", tt.sampler, tt.arg, got, tt.want)
 			}
+			if got := root.Description(); got != tt.wantRoot {
+				t.Errorf("samplerFromEnv(%q, %q) root = %s, want %s", tt.sampler, tt.arg, got, tt.wantRoot)
+			}
 		})
 	}
 }
 
 func TestResourceAttributesFromEnv(t *testing.T) {
-	got, err := resourceAttributesFromEnv(env(map[string]string{"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=dev, team=a%20b,"}))
+	setenv(t, map[string]string{"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=dev, team=a%20b"})
+	res, err := newResource(context.Background(), Config{ServiceName: "ingest"})
 	if err != nil {
-		t.Fatalf("resourceAttributesFromEnv error: %v", err)
+		t.Fatalf("newResource error: %v", err)
 	}
-	want := []attribute.KeyValue{attribute.String("deployment.environment", "dev"), attribute.String("team", "a b")}
-	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b attribute.KeyValue) bool { return a == b })); diff != "" {
-		t.Errorf("resourceAttributesFromEnv mismatch (-want +got):\n%s", diff)
+	got := map[attribute.Key]string{}
+	for _, kv := range res.Attributes() {
+		got[kv.Key] = kv.Value.Emit()
 	}
-	if _, err := resourceAttributesFromEnv(env(map[string]string{"OTEL_RESOURCE_ATTRIBUTES": "novalue"})); err == nil {
-		t.Errorf("resourceAttributesFromEnv(%q) succeeded, want error", "novalue")
+	for k, want := range map[attribute.Key]string{"deployment.environment": "dev", "team": "a b", "service.name": "ingest"} {
+		if got[k] != want {
+			t.Errorf("resource %s = %q, want %q", k, got[k], want)
+		}
+	}
+	setenv(t, map[string]string{"OTEL_RESOURCE_ATTRIBUTES": "novalue"})
+	if _, err := newResource(context.Background(), Config{}); err == nil {
+		t.Errorf("newResource with OTEL_RESOURCE_ATTRIBUTES=%q succeeded, want error", "novalue")
 	}
 }

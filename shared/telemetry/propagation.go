@@ -7,17 +7,16 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 )
 
-// Inject returns the trace context of ctx (traceparent, tracestate,
-// baggage) as a map, for carrying it inside a Pub/Sub message body or its
-// attributes. It uses the global propagator that Setup installs; with no
-// span in ctx the map is empty.
+// Inject returns the trace context of ctx (traceparent, tracestate) as a
+// map, for carrying it inside a Pub/Sub message body. With no span in ctx
+// the map is empty.
 func Inject(ctx context.Context) map[string]string {
 	carrier := propagation.MapCarrier{}
 	otel.GetTextMapPropagator().Inject(ctx, carrier)
 	return carrier
 }
 
-// Extract returns ctx carrying the remote trace context found in carrier, as
+// Extract returns ctx carrying the remote trace context in carrier, as
 // written by Inject, so that spans started from it continue that trace. A
 // nil or empty carrier returns ctx unchanged.
 func Extract(ctx context.Context, carrier map[string]string) context.Context {

@@ -1,23 +1,52 @@
+// Package telemetry sets up OpenTelemetry tracing and metrics, Cloud Logging
+// structured logs and trace-context propagation for both services, so that
+// one Segment event tells its whole story in one trace.
+//
+// A service calls [Setup] once at start and the shutdown function it returns
+// last when it stops; [NewLogger] builds the slog logger whose lines link to
+// the trace of the context they are logged with; [Inject] and [Extract]
+// carry the trace context through a Pub/Sub message.
+//
+// Configuration is OpenTelemetry's own, read from the process environment by
+// the SDK and go.opentelemetry.io/contrib/exporters/autoexport:
+// OTEL_TRACES_EXPORTER and OTEL_METRICS_EXPORTER (otlp, console, none,
+// prometheus for metrics, and gcp, registered here: Cloud Trace and Cloud
+// Monitoring), the OTEL_EXPORTER_OTLP_* variables, OTEL_SERVICE_NAME,
+// OTEL_RESOURCE_ATTRIBUTES, OTEL_BSP_*, OTEL_METRIC_EXPORT_INTERVAL,
+// OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG. This package adds only:
+//
+//   - no exporter is named: otlp when an OTLP endpoint is set, gcp on Cloud
+//     Run (K_SERVICE), else none (rather than OTLP to a collector that is
+//     not there);
+//   - OTEL_SDK_DISABLED=true exports nothing;
+//   - console with OTEL_CONSOLE_FILE (traces) or OTEL_CONSOLE_METRICS_FILE
+//     appends JSON lines to that file, which several processes may share
+//     (deliver/cmd/tracetree reads it);
+//   - the resource carries a unique service.instance.id, the project
+//     (GOOGLE_CLOUD_PROJECT) and Cloud Run's K_SERVICE, K_REVISION and
+//     K_CONFIGURATION;
+//   - at the edge (Config.Edge), sampling is this service's decision
+//     (edgeSampler), and TRACE_HONOR_CALLER_SAMPLED=true lets a caller's
+//     sampled flag raise it.
+//
+// Only W3C trace context (traceparent, tracestate) propagates, whatever the
+// exporter: no baggage, so nothing a caller puts in one reaches Startdeliver.
 package telemetry
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
+	"strings"
 	"sync"
 
 	mexporter "github.com/GoogleCloudPlatform/opentelemetry-operations-go/exporter/metric"
 	texporter "github.com/GoogleCloudPlatform/opentelemetry-operations-go/exporter/trace"
 	"github.com/google/uuid"
+	"go.opentelemetry.io/contrib/exporters/autoexport"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
-	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/exporters/stdout/stdoutmetric"
 	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
 	"go.opentelemetry.io/otel/propagation"
@@ -27,280 +56,217 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 )
 
-// Config is what a service tells Setup about itself. The environment decides
-// everything else (see the package documentation).
+// Config is what a service tells Setup about itself.
 type Config struct {
 	// ServiceName is service.name unless OTEL_SERVICE_NAME is set.
 	ServiceName string
 	// ServiceVersion is service.version, for example the build's commit.
 	ServiceVersion string
-	// ProjectID is the Google Cloud project for the gcp exporters and
-	// cloud.account.id; empty means GOOGLE_CLOUD_PROJECT.
-	ProjectID string
-	// ErrorLog, when set, receives errors the OpenTelemetry SDK reports in
-	// the background (failed exports). It is installed as the global
-	// OpenTelemetry error handler.
-	ErrorLog *slog.Logger
-
-	// SpanExporter, when set, replaces the exporters the environment asks
-	// for traces (tests pass a tracetest.InMemoryExporter). Spans are
-	// batched as in production: call ForceFlush or Shutdown before reading.
+	// Edge marks a service whose requests come from outside (ingest): a
+	// remote parent is a caller, who does not decide whether the request is
+	// sampled.
+	Edge bool
+	// SpanExporter and MetricReader, when set, replace what the environment
+	// asks for (tests pass in-memory ones; spans are batched as in
+	// production, so shut down before reading).
 	SpanExporter sdktrace.SpanExporter
-	// MetricReader, when set, replaces the metric exporters the environment
-	// asks for (tests pass an sdkmetric.ManualReader).
 	MetricReader sdkmetric.Reader
 }
 
-// Telemetry holds the providers Setup installed globally. Services may use
-// the globals (otel.Tracer, otel.Meter) or pass these explicitly.
-type Telemetry struct {
-	// TracerProvider is the installed tracer provider. It creates real,
-	// sampled spans even when nothing is exported, so that log lines and
-	// outbound traceparent headers carry this service's span ids.
-	TracerProvider *sdktrace.TracerProvider
-	// MeterProvider is the installed meter provider.
-	MeterProvider *sdkmetric.MeterProvider
-	// Propagator is the W3C trace-context and baggage propagator, also
-	// installed globally.
-	Propagator propagation.TextMapPropagator
-
-	closers      []io.Closer
-	shutdownOnce sync.Once
-	shutdownErr  error
-}
+var registerGCP sync.Once
 
 // Setup installs the propagator, a tracer provider and a meter provider
-// globally, with exporters chosen from the environment read through getenv
-// (os.Getenv in main). The propagator is installed first and always, so
-// trace context propagates even when Setup fails or exports nothing.
+// globally. The propagator is installed first and always, so trace context
+// propagates even when Setup fails or nothing is exported.
 //
-// The returned Telemetry must be shut down when the service stops, after
-// all other work, to flush what is buffered.
-func Setup(ctx context.Context, cfg Config, getenv func(string) string) (*Telemetry, error) {
-	prop := propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
-	otel.SetTextMapPropagator(prop)
-
-	if cfg.ErrorLog != nil {
-		log := cfg.ErrorLog
-		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
-			log.Error("telemetry export failed", "error", err)
-		}))
+// shutdown flushes and stops the exporters and closes their files; call it
+// last, after the work that makes spans has stopped. Calls after the first
+// return the first call's result.
+func Setup(ctx context.Context, cfg Config) (shutdown func(context.Context) error, err error) {
+	otel.SetTextMapPropagator(propagation.TraceContext{})
+	registerGCP.Do(func() {
+		autoexport.RegisterSpanExporter("gcp", gcpSpanExporter)
+		autoexport.RegisterMetricReader("gcp", gcpMetricReader)
+	})
+	sampler, root, err := samplerFromEnv()
+	if err == nil && cfg.Edge {
+		sampler, err = newEdgeSampler(sampler, root)
 	}
-	if cfg.ProjectID == "" {
-		cfg.ProjectID = getenv("GOOGLE_CLOUD_PROJECT")
+	var res *resource.Resource
+	if err == nil {
+		res, err = newResource(ctx, cfg)
 	}
-
-	sampler, err := samplerFromEnv(getenv)
+	off := strings.EqualFold(strings.TrimSpace(os.Getenv("OTEL_SDK_DISABLED")), "true")
+	var files []*os.File
+	exp, reader := cfg.SpanExporter, cfg.MetricReader
+	if err == nil && exp == nil && !off {
+		exp, err = spanExporter(ctx, &files)
+	}
+	if err == nil && reader == nil && !off {
+		if reader, err = metricReader(ctx, &files); err != nil && exp != nil && cfg.SpanExporter == nil {
+			_ = exp.Shutdown(ctx)
+		}
+	}
 	if err != nil {
-		return nil, fmt.Errorf("telemetry setup: %w", err)
-	}
-	res, err := newResource(ctx, cfg, getenv)
-	if err != nil {
-		return nil, fmt.Errorf("telemetry setup: %w", err)
-	}
-
-	t := &Telemetry{Propagator: prop}
-	fail := func(err error) (*Telemetry, error) {
-		// Release what was built so far; the caller gets nothing to shut down.
-		_ = t.Shutdown(ctx)
+		for _, f := range files {
+			_ = f.Close()
+		}
 		return nil, fmt.Errorf("telemetry setup: %w", err)
 	}
 
 	topts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSampler(sampler)}
-	if cfg.SpanExporter != nil {
-		topts = append(topts, sdktrace.WithBatcher(cfg.SpanExporter))
-	} else {
-		choice, err := chooseExporters(getenv, signalTraces)
-		if err != nil {
-			return fail(err)
-		}
-		for _, kind := range choice.Exporters {
-			exp, err := t.newSpanExporter(ctx, kind, choice, cfg.ProjectID)
-			if err != nil {
-				return fail(err)
-			}
-			topts = append(topts, sdktrace.WithBatcher(exp))
-		}
+	if exp != nil {
+		topts = append(topts, sdktrace.WithBatcher(exp))
 	}
-	t.TracerProvider = sdktrace.NewTracerProvider(topts...)
-
 	mopts := []sdkmetric.Option{sdkmetric.WithResource(res)}
-	if cfg.MetricReader != nil {
-		mopts = append(mopts, sdkmetric.WithReader(cfg.MetricReader))
-	} else {
-		choice, err := chooseExporters(getenv, signalMetrics)
+	if reader != nil {
+		mopts = append(mopts, sdkmetric.WithReader(reader))
+	}
+	tp, mp := sdktrace.NewTracerProvider(topts...), sdkmetric.NewMeterProvider(mopts...)
+	otel.SetTracerProvider(tp)
+	otel.SetMeterProvider(mp)
+
+	var once sync.Once
+	var serr error
+	return func(ctx context.Context) error {
+		once.Do(func() {
+			errs := []error{tp.Shutdown(ctx), mp.Shutdown(ctx)}
+			for _, f := range files {
+				errs = append(errs, f.Close())
+			}
+			serr = errors.Join(errs...)
+		})
+		return serr
+	}, nil
+}
+
+// spanExporter is the exporter OTEL_TRACES_EXPORTER names, or nil for none.
+func spanExporter(ctx context.Context, files *[]*os.File) (sdktrace.SpanExporter, error) {
+	if f, err := consoleFile("OTEL_TRACES_EXPORTER", "OTEL_CONSOLE_FILE", files); f != nil || err != nil {
 		if err != nil {
-			return fail(err)
+			return nil, err
 		}
-		for _, kind := range choice.Exporters {
-			exp, err := t.newMetricExporter(ctx, kind, choice, cfg.ProjectID)
-			if err != nil {
-				return fail(err)
-			}
-			mopts = append(mopts, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(exp)))
-		}
+		return stdouttrace.New(stdouttrace.WithWriter(f))
 	}
-	t.MeterProvider = sdkmetric.NewMeterProvider(mopts...)
-
-	otel.SetTracerProvider(t.TracerProvider)
-	otel.SetMeterProvider(t.MeterProvider)
-	return t, nil
+	exp, err := autoexport.NewSpanExporter(ctx, autoexport.WithFallbackSpanExporter(func(ctx context.Context) (sdktrace.SpanExporter, error) {
+		switch defaultExporter("TRACES") {
+		case "otlp":
+			return autoexport.NewSpanExporter(ctx) // with no fallback, otlp
+		case "gcp":
+			return gcpSpanExporter(ctx)
+		}
+		return nil, nil
+	}))
+	if err != nil || exp == nil || autoexport.IsNoneSpanExporter(exp) {
+		return nil, wrap("OTEL_TRACES_EXPORTER", err)
+	}
+	return exp, nil
 }
 
-// ForceFlush exports every span and metric buffered so far. Tests call it
-// before reading an in-memory exporter; services need only Shutdown.
-func (t *Telemetry) ForceFlush(ctx context.Context) error {
-	var errs []error
-	if t.TracerProvider != nil {
-		if err := t.TracerProvider.ForceFlush(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("flush traces: %w", err))
+// metricReader is the reader OTEL_METRICS_EXPORTER names, or nil for none.
+func metricReader(ctx context.Context, files *[]*os.File) (sdkmetric.Reader, error) {
+	if f, err := consoleFile("OTEL_METRICS_EXPORTER", "OTEL_CONSOLE_METRICS_FILE", files); f != nil || err != nil {
+		if err != nil {
+			return nil, err
 		}
+		exp, err := stdoutmetric.New(stdoutmetric.WithWriter(f))
+		return sdkmetric.NewPeriodicReader(exp), err
 	}
-	if t.MeterProvider != nil {
-		if err := t.MeterProvider.ForceFlush(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("flush metrics: %w", err))
+	r, err := autoexport.NewMetricReader(ctx, autoexport.WithFallbackMetricReader(func(ctx context.Context) (sdkmetric.Reader, error) {
+		switch defaultExporter("METRICS") {
+		case "otlp":
+			return autoexport.NewMetricReader(ctx)
+		case "gcp":
+			return gcpMetricReader(ctx)
 		}
+		return nil, nil
+	}))
+	if err != nil || r == nil || autoexport.IsNoneMetricReader(r) {
+		return nil, wrap("OTEL_METRICS_EXPORTER", err)
 	}
-	return errors.Join(errs...)
+	return r, nil
 }
 
-// Shutdown flushes and stops the exporters, then closes the console files.
-// It blocks until done or ctx ends; call it last, after the work that makes
-// spans has stopped. Calls after the first return the first call's result.
-func (t *Telemetry) Shutdown(ctx context.Context) error {
-	t.shutdownOnce.Do(func() {
-		var errs []error
-		if t.TracerProvider != nil {
-			if err := t.TracerProvider.Shutdown(ctx); err != nil {
-				errs = append(errs, fmt.Errorf("shut down traces: %w", err))
-			}
-		}
-		if t.MeterProvider != nil {
-			if err := t.MeterProvider.Shutdown(ctx); err != nil {
-				errs = append(errs, fmt.Errorf("shut down metrics: %w", err))
-			}
-		}
-		for _, c := range t.closers {
-			if err := c.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("close console file: %w", err))
-			}
-		}
-		t.shutdownErr = errors.Join(errs...)
-	})
-	return t.shutdownErr
+func wrap(name string, err error) error {
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
 }
 
-// consoleWriter opens the console exporter's file for appending, or returns
-// stdout when no file is named. O_APPEND lets ingest and deliver share one
-// file: each span is written with a single write.
-func (t *Telemetry) consoleWriter(path string) (io.Writer, error) {
-	if path == "" {
-		return os.Stdout, nil
+// consoleFile opens the file named by fileVar for appending when exporterVar
+// is console; nil otherwise. O_APPEND lets processes share it: each span is
+// one write.
+func consoleFile(exporterVar, fileVar string, files *[]*os.File) (*os.File, error) {
+	path := os.Getenv(fileVar)
+	if os.Getenv(exporterVar) != "console" || path == "" {
+		return nil, nil
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("open console file: %w", err)
+		return nil, fmt.Errorf("%s: %w", fileVar, err)
 	}
-	t.closers = append(t.closers, f)
+	*files = append(*files, f)
 	return f, nil
 }
 
-func (t *Telemetry) newSpanExporter(ctx context.Context, kind string, c exporterChoice, projectID string) (sdktrace.SpanExporter, error) {
-	switch kind {
-	case ExporterOTLP:
-		if c.Protocol == ProtocolGRPC {
-			return otlptracegrpc.New(ctx)
-		}
-		return otlptracehttp.New(ctx)
-	case ExporterGCP:
-		var opts []texporter.Option
-		if projectID != "" {
-			opts = append(opts, texporter.WithProjectID(projectID))
-		}
-		exp, err := texporter.New(opts...)
-		if err != nil {
-			return nil, fmt.Errorf("cloud trace exporter: %w", err)
-		}
-		return exp, nil
-	case ExporterConsole:
-		w, err := t.consoleWriter(c.File)
-		if err != nil {
-			return nil, err
-		}
-		return stdouttrace.New(stdouttrace.WithWriter(w))
+// defaultExporter is the exporter of a signal ("TRACES", "METRICS") whose
+// OTEL_<signal>_EXPORTER is not set.
+func defaultExporter(signal string) string {
+	switch {
+	case os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_"+signal+"_ENDPOINT") != "":
+		return "otlp"
+	case os.Getenv("K_SERVICE") != "":
+		return "gcp"
 	}
-	return nil, fmt.Errorf("unknown trace exporter %q", kind)
+	return "none"
 }
 
-func (t *Telemetry) newMetricExporter(ctx context.Context, kind string, c exporterChoice, projectID string) (sdkmetric.Exporter, error) {
-	switch kind {
-	case ExporterOTLP:
-		if c.Protocol == ProtocolGRPC {
-			return otlpmetricgrpc.New(ctx)
-		}
-		return otlpmetrichttp.New(ctx)
-	case ExporterGCP:
-		var opts []mexporter.Option
-		if projectID != "" {
-			opts = append(opts, mexporter.WithProjectID(projectID))
-		}
-		exp, err := mexporter.New(opts...)
-		if err != nil {
-			return nil, fmt.Errorf("cloud monitoring exporter: %w", err)
-		}
-		return exp, nil
-	case ExporterConsole:
-		w, err := t.consoleWriter(c.File)
-		if err != nil {
-			return nil, err
-		}
-		return stdoutmetric.New(stdoutmetric.WithWriter(w))
+func gcpSpanExporter(context.Context) (sdktrace.SpanExporter, error) {
+	if p := os.Getenv("GOOGLE_CLOUD_PROJECT"); p != "" {
+		return texporter.New(texporter.WithProjectID(p))
 	}
-	return nil, fmt.Errorf("unknown metric exporter %q", kind)
+	return texporter.New()
 }
 
-// newResource describes this process: service name, version and a unique
-// instance id (Cloud Monitoring needs one time series per instance), plus
-// the Cloud Run service and revision when running there.
-func newResource(ctx context.Context, cfg Config, getenv func(string) string) (*resource.Resource, error) {
-	var attrs []attribute.KeyValue
-	if svc := getenv("K_SERVICE"); svc != "" {
-		attrs = append(attrs,
-			semconv.CloudProviderGCP,
-			semconv.CloudPlatformGCPCloudRun,
-			semconv.FaaSName(svc),
-		)
-		if rev := getenv("K_REVISION"); rev != "" {
+func gcpMetricReader(context.Context) (sdkmetric.Reader, error) {
+	opts := []mexporter.Option{}
+	if p := os.Getenv("GOOGLE_CLOUD_PROJECT"); p != "" {
+		opts = append(opts, mexporter.WithProjectID(p))
+	}
+	exp, err := mexporter.New(opts...)
+	if err != nil {
+		return nil, err
+	}
+	return sdkmetric.NewPeriodicReader(exp), nil
+}
+
+// newResource describes this process: a unique instance id (Cloud
+// Monitoring needs one time series per instance), the project and Cloud
+// Run's service and revision; then what OTEL_SERVICE_NAME and
+// OTEL_RESOURCE_ATTRIBUTES say, which win.
+func newResource(ctx context.Context, cfg Config) (*resource.Resource, error) {
+	attrs := []attribute.KeyValue{semconv.ServiceInstanceID(uuid.NewString())}
+	if p := os.Getenv("GOOGLE_CLOUD_PROJECT"); p != "" {
+		attrs = append(attrs, semconv.CloudAccountID(p))
+	}
+	if svc := os.Getenv("K_SERVICE"); svc != "" {
+		attrs = append(attrs, semconv.CloudProviderGCP, semconv.CloudPlatformGCPCloudRun, semconv.FaaSName(svc))
+		if rev := os.Getenv("K_REVISION"); rev != "" {
 			attrs = append(attrs, semconv.FaaSVersion(rev))
 		}
-		if conf := getenv("K_CONFIGURATION"); conf != "" {
+		if conf := os.Getenv("K_CONFIGURATION"); conf != "" {
 			attrs = append(attrs, attribute.String("gcp.cloud_run.configuration", conf))
 		}
 	}
-	if cfg.ProjectID != "" {
-		attrs = append(attrs, semconv.CloudAccountID(cfg.ProjectID))
-	}
-	attrs = append(attrs, semconv.ServiceInstanceID(uuid.NewString()))
 	if cfg.ServiceName != "" {
 		attrs = append(attrs, semconv.ServiceName(cfg.ServiceName))
 	}
 	if cfg.ServiceVersion != "" {
 		attrs = append(attrs, semconv.ServiceVersion(cfg.ServiceVersion))
 	}
-	fromEnv, err := resourceAttributesFromEnv(getenv)
-	if err != nil {
-		return nil, err
-	}
-	attrs = append(attrs, fromEnv...)
-	if name := getenv("OTEL_SERVICE_NAME"); name != "" {
-		attrs = append(attrs, semconv.ServiceName(name))
-	}
-	// Later attributes win over earlier ones with the same key.
-	res, err := resource.New(ctx,
-		resource.WithTelemetrySDK(),
-		resource.WithSchemaURL(semconv.SchemaURL),
-		resource.WithAttributes(attrs...),
-	)
+	res, err := resource.New(ctx, resource.WithTelemetrySDK(), resource.WithSchemaURL(semconv.SchemaURL),
+		resource.WithAttributes(attrs...), resource.WithFromEnv())
 	if err != nil {
 		return nil, fmt.Errorf("resource: %w", err)
 	}

@@ -36,14 +36,15 @@ func resetGlobals(t *testing.T) {
 func TestSetupPropagatesWithNoExporter(t *testing.T) {
 	resetGlobals(t)
 	ctx := context.Background()
-	tel, err := Setup(ctx, Config{ServiceName: "ingest"}, env(map[string]string{
+	setenv(t, map[string]string{
 		"OTEL_TRACES_EXPORTER":  "none",
 		"OTEL_METRICS_EXPORTER": "none",
-	}))
+	})
+	shutdown, err := Setup(ctx, Config{ServiceName: "ingest"})
 	if err != nil {
 		t.Fatalf("Setup error: %v", err)
 	}
-	defer tel.Shutdown(ctx)
+	defer shutdown(ctx)
 
 	// A caller's traceparent arrives on an HTTP request ...
 	in := http.Header{}
@@ -67,11 +68,12 @@ func TestSetupPropagatesWithNoExporter(t *testing.T) {
 func TestSetupSDKDisabledStillPropagates(t *testing.T) {
 	resetGlobals(t)
 	ctx := context.Background()
-	tel, err := Setup(ctx, Config{ServiceName: "deliver"}, env(map[string]string{"OTEL_SDK_DISABLED": "true"}))
+	setenv(t, map[string]string{"OTEL_SDK_DISABLED": "true"})
+	shutdown, err := Setup(ctx, Config{ServiceName: "deliver"})
 	if err != nil {
 		t.Fatalf("Setup error: %v", err)
 	}
-	defer tel.Shutdown(ctx)
+	defer shutdown(ctx)
 	ctx = Extract(ctx, map[string]string{"traceparent": callerTraceparent})
 	if got := Inject(ctx)["traceparent"]; got != callerTraceparent {
 		t.Errorf("Inject(Extract(%q)) = %q, want it unchanged", callerTraceparent, got)
@@ -81,14 +83,19 @@ func TestSetupSDKDisabledStillPropagates(t *testing.T) {
 func TestSetupRejectsBadEnv(t *testing.T) {
 	for _, e := range []map[string]string{
 		{"OTEL_TRACES_EXPORTER": "zipkin"},
-		{"OTEL_METRICS_EXPORTER": "prometheus"},
+		{"OTEL_TRACES_EXPORTER": "jaeger"},
+		{"OTEL_METRICS_EXPORTER": "statsd"},
+		{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
+		{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "udp"},
 		{"OTEL_TRACES_SAMPLER": "sometimes"},
-		{"OTEL_RESOURCE_ATTRIBUTES": "=x"},
+		{"OTEL_RESOURCE_ATTRIBUTES": "x"}, // not key=value
+		{"TRACE_HONOR_CALLER_SAMPLED": "maybe"},
 	} {
 		resetGlobals(t)
-		tel, err := Setup(context.Background(), Config{ServiceName: "ingest"}, env(e))
+		setenv(t, e)
+		shutdown, err := Setup(context.Background(), Config{ServiceName: "ingest", Edge: true})
 		if err == nil {
-			tel.Shutdown(context.Background())
+			shutdown(context.Background())
 			t.Errorf("Setup(%v) succeeded, want error", e)
 		}
 		// The propagator is installed even when Setup fails.
@@ -106,8 +113,8 @@ func TestShutdownFlushes(t *testing.T) {
 	// what Shutdown flushed.
 	exp := keepOnShutdown{tracetest.NewInMemoryExporter()}
 	reader := sdkmetric.NewManualReader()
-	tel, err := Setup(ctx, Config{ServiceName: "deliver", ServiceVersion: "v1.2.3", SpanExporter: exp, MetricReader: reader},
-		env(map[string]string{"OTEL_SERVICE_NAME": "deliver-override", "OTEL_RESOURCE_ATTRIBUTES": "service.name=ignored,deployment.environment=test"}))
+	setenv(t, map[string]string{"OTEL_SERVICE_NAME": "deliver-override", "OTEL_RESOURCE_ATTRIBUTES": "service.name=ignored,deployment.environment=test"})
+	shutdown, err := Setup(ctx, Config{ServiceName: "deliver", ServiceVersion: "v1.2.3", SpanExporter: exp, MetricReader: reader})
 	if err != nil {
 		t.Fatalf("Setup error: %v", err)
 	}
@@ -130,7 +137,7 @@ func TestShutdownFlushes(t *testing.T) {
 		t.Errorf("events.delivered = %d, want 2", got)
 	}
 
-	if err := tel.Shutdown(ctx); err != nil {
+	if err := shutdown(ctx); err != nil {
 		t.Fatalf("Shutdown error: %v", err)
 	}
 	spans := exp.GetSpans()
@@ -166,17 +173,19 @@ func TestShutdownFlushes(t *testing.T) {
 	}
 
 	// A second Shutdown is harmless.
-	if err := tel.Shutdown(ctx); err != nil {
+	if err := shutdown(ctx); err != nil {
 		t.Errorf("second Shutdown error: %v", err)
 	}
 }
 
 func TestResourceOnCloudRun(t *testing.T) {
-	res, err := newResource(context.Background(), Config{ServiceName: "ingest", ProjectID: "proj"}, env(map[string]string{
-		"K_SERVICE":       "segment-ingest",
-		"K_REVISION":      "segment-ingest-00042-abc",
-		"K_CONFIGURATION": "segment-ingest",
-	}))
+	setenv(t, map[string]string{
+		"GOOGLE_CLOUD_PROJECT": "proj",
+		"K_SERVICE":            "segment-ingest",
+		"K_REVISION":           "segment-ingest-00042-abc",
+		"K_CONFIGURATION":      "segment-ingest",
+	})
+	res, err := newResource(context.Background(), Config{ServiceName: "ingest"})
 	if err != nil {
 		t.Fatalf("newResource error: %v", err)
 	}
@@ -206,17 +215,18 @@ func TestConsoleFile(t *testing.T) {
 	ctx := context.Background()
 	for _, svc := range []string{"ingest", "deliver"} {
 		resetGlobals(t)
-		tel, err := Setup(ctx, Config{ServiceName: svc}, env(map[string]string{
+		setenv(t, map[string]string{
 			"OTEL_TRACES_EXPORTER":  "console",
 			"OTEL_CONSOLE_FILE":     path,
 			"OTEL_METRICS_EXPORTER": "none",
-		}))
+		})
+		shutdown, err := Setup(ctx, Config{ServiceName: svc})
 		if err != nil {
 			t.Fatalf("Setup(%s) error: %v", svc, err)
 		}
-		_, span := tel.TracerProvider.Tracer("test").Start(ctx, svc+".work")
+		_, span := otel.Tracer("test").Start(ctx, svc+".work")
 		span.End()
-		if err := tel.Shutdown(ctx); err != nil {
+		if err := shutdown(ctx); err != nil {
 			t.Fatalf("Shutdown error: %v", err)
 		}
 	}
@@ -244,11 +254,12 @@ func TestInjectExtractRoundTrip(t *testing.T) {
 	resetGlobals(t)
 	ctx := context.Background()
 	exp := tracetest.NewInMemoryExporter()
-	tel, err := Setup(ctx, Config{ServiceName: "ingest", SpanExporter: exp}, env(nil))
+	setenv(t, nil)
+	shutdown, err := Setup(ctx, Config{ServiceName: "ingest", SpanExporter: exp})
 	if err != nil {
 		t.Fatalf("Setup error: %v", err)
 	}
-	defer tel.Shutdown(ctx)
+	defer shutdown(ctx)
 
 	pubCtx, span := otel.Tracer("test").Start(ctx, "publish")
 	carrier := Inject(pubCtx)
@@ -297,12 +308,11 @@ func TestOTLPHTTPExports(t *testing.T) {
 		w.Header().Set("Content-Type", "application/x-protobuf")
 	}))
 	defer srv.Close()
-	// The OTLP exporters read their endpoint from the process environment.
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", srv.URL)
+	setenv(t, map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": srv.URL})
 
 	resetGlobals(t)
 	ctx := context.Background()
-	tel, err := Setup(ctx, Config{ServiceName: "ingest"}, env(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": srv.URL}))
+	shutdown, err := Setup(ctx, Config{ServiceName: "ingest"})
 	if err != nil {
 		t.Fatalf("Setup error: %v", err)
 	}
@@ -313,7 +323,7 @@ func TestOTLPHTTPExports(t *testing.T) {
 		t.Fatalf("Int64Counter error: %v", err)
 	}
 	c.Add(ctx, 1)
-	if err := tel.Shutdown(ctx); err != nil {
+	if err := shutdown(ctx); err != nil {
 		t.Fatalf("Shutdown error: %v", err)
 	}
 	mu.Lock()

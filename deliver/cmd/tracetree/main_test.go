@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/startdeliver/segment-destination/shared/telemetry"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -38,21 +39,19 @@ func spanAt(ctx context.Context, tr trace.Tracer, name string, kind trace.SpanKi
 func writeSpans(t *testing.T) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "traces.jsonl")
-	setup := func(service string) (*telemetry.Telemetry, trace.Tracer) {
-		tel, err := telemetry.Setup(context.Background(), telemetry.Config{ServiceName: service}, func(k string) string {
-			return map[string]string{
-				"OTEL_TRACES_EXPORTER":  "console",
-				"OTEL_CONSOLE_FILE":     path,
-				"OTEL_METRICS_EXPORTER": "none",
-			}[k]
-		})
+	// Setup reads OpenTelemetry's variables from the process environment.
+	t.Setenv("OTEL_TRACES_EXPORTER", "console")
+	t.Setenv("OTEL_CONSOLE_FILE", path)
+	t.Setenv("OTEL_METRICS_EXPORTER", "none")
+	setup := func(service string) (func(context.Context) error, trace.Tracer) {
+		flush, err := telemetry.Setup(context.Background(), telemetry.Config{ServiceName: service})
 		if err != nil {
 			t.Fatalf("telemetry.Setup(%s): %v", service, err)
 		}
-		return tel, tel.TracerProvider.Tracer("tracetree-test")
+		return flush, otel.Tracer("tracetree-test")
 	}
-	shutdown := func(tel *telemetry.Telemetry) {
-		if err := tel.Shutdown(context.Background()); err != nil {
+	shutdown := func(flush func(context.Context) error) {
+		if err := flush(context.Background()); err != nil {
 			t.Fatalf("Shutdown: %v", err)
 		}
 	}

@@ -29,7 +29,6 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/singleflight"
 
@@ -41,6 +40,7 @@ import (
 	"github.com/startdeliver/segment-destination/shared/failure"
 	"github.com/startdeliver/segment-destination/shared/plan"
 	"github.com/startdeliver/segment-destination/shared/segment"
+	"github.com/startdeliver/segment-destination/shared/telemetry"
 )
 
 // Message is one Pub/Sub message, whichever intake brought it.
@@ -250,7 +250,7 @@ func (p *Processor) Process(ctx context.Context, m Message) Result {
 	start := p.opts.Now()
 	env, decodeErr := envelope.Decode(m.Data)
 	if env != nil {
-		ctx = otel.GetTextMapPropagator().Extract(ctx, propagation.MapCarrier(env.Trace))
+		ctx = telemetry.Extract(ctx, env.Trace)
 	}
 	ctx, span := p.tracer.Start(ctx, "process segment-events",
 		trace.WithSpanKind(trace.SpanKindConsumer),

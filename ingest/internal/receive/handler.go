@@ -23,7 +23,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/startdeliver/segment-destination/ingest/internal/explain"
@@ -31,6 +30,7 @@ import (
 	"github.com/startdeliver/segment-destination/shared/accountstore"
 	"github.com/startdeliver/segment-destination/shared/envelope"
 	"github.com/startdeliver/segment-destination/shared/segment"
+	"github.com/startdeliver/segment-destination/shared/telemetry"
 )
 
 // publisher publishes one message and blocks until Pub/Sub confirms it, ctx
@@ -538,14 +538,12 @@ func (h *Handler) encode(ctx context.Context, req *request, ev *segment.Event) (
 			attribute.String("segment.type", string(ev.Type)),
 			attribute.String("account.id", req.accountID),
 		))
-	carrier := propagation.MapCarrier{}
-	otel.GetTextMapPropagator().Inject(ctx, carrier)
 	msg, err := envelope.Encode(&envelope.Message{
 		AccountID:  req.accountID,
 		APIKey:     req.key,
 		Settings:   req.settings,
 		ReceivedAt: ev.ReceivedAt,
-		Trace:      carrier,
+		Trace:      telemetry.Inject(ctx),
 		Event:      ev,
 	})
 	if err != nil {

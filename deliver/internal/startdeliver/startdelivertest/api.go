@@ -59,6 +59,7 @@ func (s *Server) serveAPI(rw http.ResponseWriter, r *http.Request) {
 	req := Request{
 		Method: r.Method, Override: override, Path: r.URL.Path, Route: route, RawQuery: r.URL.RawQuery,
 		KeyHash: KeyHash(key), Traceparent: r.Header.Get("Traceparent"), Tracestate: r.Header.Get("Tracestate"),
+		Baggage:   r.Header.Get("Baggage"),
 		UserAgent: r.Header.Get("User-Agent"),
 	}
 

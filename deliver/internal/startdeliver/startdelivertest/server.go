@@ -66,8 +66,9 @@ type Request struct {
 	RawQuery string
 	// KeyHash is the short SHA-256 of the Authorization header ("" when absent).
 	KeyHash string
-	// Traceparent and Tracestate are the W3C trace context headers.
-	Traceparent, Tracestate string
+	// Traceparent and Tracestate are the W3C trace context headers;
+	// Baggage is the W3C baggage header, which deliver never sends.
+	Traceparent, Tracestate, Baggage string
 	// UserAgent is the User-Agent header.
 	UserAgent string
 	// Status is the answer's status code (0 when the request hung until the client left).
