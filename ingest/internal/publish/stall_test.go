@@ -1,0 +1,219 @@
+package publish
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"cloud.google.com/go/pubsub/v2"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"cloud.google.com/go/pubsub/v2/pstest"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// stall is a pstest reactor for Publish that makes Pub/Sub stop answering:
+// each Publish request it sees is recorded and then held until release is
+// closed, after which pstest handles it as usual (stores its messages). So
+// a call that the client gave up on may still be published, as with the
+// real service.
+type stall struct {
+	mu      sync.Mutex
+	seen    map[string]bool // data of every message that reached the server
+	calls   int
+	release chan struct{}
+}
+
+func (s *stall) React(req any) (bool, any, error) {
+	r := req.(*pubsubpb.PublishRequest)
+	s.mu.Lock()
+	s.calls++
+	for _, m := range r.Messages {
+		s.seen[string(m.Data)] = true
+	}
+	s.mu.Unlock()
+	<-s.release
+	return false, nil, nil
+}
+
+func (s *stall) callCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls
+}
+
+// stalledPubSub starts pstest with a stalled Publish and returns a
+// publisher on one of its topics.
+func stalledPubSub(t *testing.T, opts Options) (*Publisher, *stall, *pstest.Server) {
+	t.Helper()
+	st := &stall{seen: map[string]bool{}, release: make(chan struct{})}
+	srv := pstest.NewServerWithAddress("127.0.0.1:0", pstest.ServerReactorOption{FuncName: "Publish", Reactor: st})
+	ctx := context.Background()
+	client, err := pubsub.NewClient(ctx, "p", option.WithEndpoint(srv.Addr), option.WithoutAuthentication(),
+		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: "projects/p/topics/t"}); err != nil {
+		t.Fatal(err)
+	}
+	p := New(client, "p", "t", opts)
+	t.Cleanup(func() {
+		_ = client.Close()
+		_ = srv.Close()
+	})
+	return p, st, srv
+}
+
+// published is the data of every message pstest stored.
+func published(srv *pstest.Server) map[string]bool {
+	out := map[string]bool{}
+	for _, m := range srv.Messages() {
+		out[string(m.Data)] = true
+	}
+	return out
+}
+
+// TestNothingPublishedAfterTheCallerGaveUp: Pub/Sub stops answering while
+// 300 messages are published. Every call in flight holds some of them, the
+// rest queue. Then every caller gives up (as a request answered 503 does).
+// Once Pub/Sub answers again and the publisher has stopped, exactly the
+// messages that were in a Publish call are published, those are exactly
+// the ones whose error did not say ErrWithdrawn, and the queue is empty.
+func TestNothingPublishedAfterTheCallerGaveUp(t *testing.T) {
+	const n = 300
+	p, st, srv := stalledPubSub(t, Options{MaxInFlight: 2, CountThreshold: 10})
+	ctx, cancel := context.WithCancel(context.Background())
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { _, errs[i] = p.Publish(ctx, msg(fmt.Sprint("k", i), fmt.Sprint("m-", i))) })
+	}
+	waitFor(t, "every message queued and both calls stuck", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.enqueued == n && p.inFlight == 2
+	})
+	cancel()
+	wg.Wait()
+
+	p.mu.Lock()
+	queued, held := p.queued, p.held
+	p.mu.Unlock()
+	if queued != 0 {
+		t.Errorf("after every caller gave up, %d messages still queued, want 0", queued)
+	}
+	if held > 2*p.opts.ByteThreshold {
+		t.Errorf("held bytes = %d after the callers gave up, want only those of the 2 calls", held)
+	}
+	close(st.release)
+	p.Stop()
+
+	got := published(srv)
+	withdrawn, unconfirmed := 0, 0
+	for i, err := range errs {
+		data := fmt.Sprint("m-", i)
+		switch {
+		case err == nil:
+			t.Errorf("Publish(%s) = nil while Pub/Sub did not answer", data)
+		case errors.Is(err, ErrWithdrawn):
+			withdrawn++
+			if got[data] || st.seen[data] {
+				t.Errorf("%s was withdrawn (%v) but reached Pub/Sub", data, err)
+			}
+		default:
+			unconfirmed++
+			if !got[data] {
+				t.Errorf("%s was in a Publish call (%v) but is not published", data, err)
+			}
+		}
+	}
+	if len(got) != unconfirmed {
+		t.Errorf("published %d messages, want the %d that were in a Publish call", len(got), unconfirmed)
+	}
+	// Two calls were stuck, each with at most CountThreshold messages.
+	if unconfirmed == 0 || unconfirmed > 20 || withdrawn != n-unconfirmed {
+		t.Errorf("in a call: %d, withdrawn: %d of %d; want 1..20 in the two stuck calls, the rest withdrawn", unconfirmed, withdrawn, n)
+	}
+	if c := st.callCount(); c > 2 {
+		t.Errorf("Publish calls = %d, want only the 2 that were stuck", c)
+	}
+}
+
+// TestFullRefusesAtOnce: while Pub/Sub does not answer, the publisher
+// takes messages until it holds MaxBytes, refuses the rest at once with
+// ErrFull, and publishes none of the refused ones once Pub/Sub answers.
+func TestFullRefusesAtOnce(t *testing.T) {
+	const n = 100
+	size := len(msgSize(t))
+	p, st, srv := stalledPubSub(t, Options{MaxInFlight: 1, CountThreshold: 5, MaxBytes: 20 * size})
+	var mu sync.Mutex
+	refused := map[string]bool{}
+	errs := map[string]error{}
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			data := fmt.Sprintf("m-%03d", i)
+			_, err := p.Publish(context.Background(), msg(fmt.Sprintf("k%02d", i), data))
+			mu.Lock()
+			defer mu.Unlock()
+			if errors.Is(err, ErrFull) {
+				refused[data] = true
+			} else {
+				errs[data] = err
+			}
+		})
+	}
+	// 20 messages fit: the other 80 are refused at once, with Pub/Sub
+	// stuck.
+	waitFor(t, "80 refusals", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(refused) == n-20 || len(errs) > 0
+	})
+	mu.Lock()
+	for id, err := range errs {
+		t.Errorf("Publish(%s) = %v while Pub/Sub was stuck, want it waiting or ErrFull", id, err)
+	}
+	mu.Unlock()
+	p.mu.Lock()
+	held := p.held
+	p.mu.Unlock()
+	if held > 20*size {
+		t.Errorf("held %d bytes, want at most MaxBytes %d", held, 20*size)
+	}
+	close(st.release)
+	wg.Wait()
+	if len(errs) != 20 {
+		t.Errorf("%d accepted, want 20", len(errs))
+	}
+	for id, err := range errs {
+		if err != nil {
+			t.Errorf("Publish(%s) of an accepted message = %v once Pub/Sub answered, want nil", id, err)
+		}
+	}
+	p.Stop()
+	got := published(srv)
+	if len(got) != 20 {
+		t.Errorf("published %d messages, want the 20 accepted", len(got))
+	}
+	for id := range refused {
+		if got[id] {
+			t.Errorf("refused message %s was published", id)
+		}
+	}
+}
+
+// msgSize is a message as the tests publish it, to size MaxBytes.
+func msgSize(t *testing.T) []byte {
+	t.Helper()
+	m := msg("k00", "m-000")
+	size := len(m.Data) + len(m.OrderingKey) + 64
+	for k, v := range m.Attributes {
+		size += len(k) + len(v)
+	}
+	return make([]byte, size)
+}
