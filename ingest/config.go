@@ -40,6 +40,10 @@ type config struct {
 	// PublishTimeout is PUBSUB_PUBLISH_TIMEOUT (default 10s): how long a
 	// request waits for Pub/Sub before it answers 503.
 	PublishTimeout time.Duration
+	// PublishMaxBytes is PUBSUB_PUBLISH_MAX_BYTES (default 64 MiB): the
+	// most bytes of messages the publisher holds, queued or in a Publish
+	// call; past it a request answers 503 at once.
+	PublishMaxBytes int
 	// Emulator is true when PUBSUB_EMULATOR_HOST is set: the topic is then
 	// created when missing.
 	Emulator bool
@@ -94,6 +98,9 @@ func loadConfig(getenv func(string) string) (*config, error) {
 	if c.Ordering, err = envconfig.Bool(getenv, "PUBSUB_ORDERING", true); err != nil {
 		return nil, err
 	}
+	if c.PublishMaxBytes, err = envconfig.Int(getenv, "PUBSUB_PUBLISH_MAX_BYTES", 64<<20); err != nil {
+		return nil, err
+	}
 	return c, c.validate()
 }
 
@@ -104,6 +111,9 @@ func (c *config) validate() error {
 	}
 	if c.ConfigCacheTTL <= 0 || c.ConfigCacheTTL > accountstore.MaxTTL {
 		errs = append(errs, fmt.Errorf("CONFIG_CACHE_TTL=%s: want more than 0 and at most %s", c.ConfigCacheTTL, accountstore.MaxTTL))
+	}
+	if c.PublishMaxBytes < 1<<20 {
+		errs = append(errs, fmt.Errorf("PUBSUB_PUBLISH_MAX_BYTES=%d: want at least 1 MiB (an event may be 32 KB, a batch 500 KB)", c.PublishMaxBytes))
 	}
 	if _, err := strconv.ParseUint(c.Port, 10, 16); err != nil {
 		errs = append(errs, fmt.Errorf("PORT=%q: want a port number", c.Port))

@@ -29,6 +29,7 @@ import (
 	"github.com/startdeliver/segment-destination/ingest/internal/publish"
 	"github.com/startdeliver/segment-destination/ingest/internal/receive"
 	"github.com/startdeliver/segment-destination/shared/accountstore"
+	"github.com/startdeliver/segment-destination/shared/envelope"
 	"github.com/startdeliver/segment-destination/shared/gcpclient"
 	"github.com/startdeliver/segment-destination/shared/journey"
 	"github.com/startdeliver/segment-destination/shared/lookup"
@@ -79,7 +80,7 @@ type service struct {
 	cfg       *config
 	log       *slog.Logger
 	handler   http.Handler
-	publisher *publish.Publisher
+	publisher eventPublisher
 	closers   []func() error
 	// flushTelemetry is telemetry.Setup's shutdown.
 	flushTelemetry func(context.Context) error
@@ -117,7 +118,7 @@ func newService(ctx context.Context, getenv func(string) string) (_ *service, er
 		return nil, err
 	}
 	s.closers = append(s.closers, fs.Close)
-	s.publisher = publish.New(ps, cfg.Project, cfg.Topic, publish.Options{DisableOrdering: !cfg.Ordering, DelayThreshold: cfg.PublishDelay, Timeout: cfg.PublishTimeout})
+	s.publisher = newPublisher(ps, cfg)
 	store := accountstore.New(fs, accountstore.Options{Collection: cfg.AccountsCollection, TTL: cfg.ConfigCacheTTL})
 	// Explain's read-only finds: one client, a timeout, the same
 	// instrumentation as every outbound call.
@@ -149,6 +150,23 @@ func traceURL(template, project string) func(string) string {
 	return func(traceID string) string {
 		return strings.NewReplacer("{traceId}", url.QueryEscape(traceID), "{project}", url.QueryEscape(project)).Replace(template)
 	}
+}
+
+// eventPublisher publishes one envelope and waits for its confirmation.
+type eventPublisher interface {
+	Publish(ctx context.Context, msg *envelope.Encoded) (string, error)
+	Stop()
+}
+
+// newPublisher builds ingest's publisher. A benchmark build (-tags bench)
+// may replace it to compare publishers in one run.
+var newPublisher = func(ps *pubsub.Client, cfg *config) eventPublisher {
+	return publish.New(ps, cfg.Project, cfg.Topic, publish.Options{
+		DisableOrdering: !cfg.Ordering,
+		DelayThreshold:  cfg.PublishDelay,
+		Timeout:         cfg.PublishTimeout,
+		MaxBytes:        cfg.PublishMaxBytes,
+	})
 }
 
 // routeOf names a request's route for spans without ids or keys.

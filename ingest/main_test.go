@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"strings"
@@ -39,7 +40,9 @@ const demoAccount = `{
   "settings": {"startdeliverUserCustomFieldToMatchOn": "externalId"}
 }`
 
-func startIngest(t *testing.T, pubsubHost string) *stack {
+// startIngest runs ingest on the emulators; extra adds to or overrides its
+// environment.
+func startIngest(t *testing.T, pubsubHost string, extra ...map[string]string) *stack {
 	t.Helper()
 	env := emulatortest.Require(t)
 	ps := emulatortest.PubSub(t, env)
@@ -61,7 +64,7 @@ func startIngest(t *testing.T, pubsubHost string) *stack {
 	if pubsubHost == "" {
 		pubsubHost = env.PubSubHost
 	}
-	getenv := env.Getenv(map[string]string{
+	vars := map[string]string{
 		"HOST":                   "127.0.0.1",
 		"PORT":                   "0",
 		"PUBSUB_TOPIC":           topic,
@@ -72,7 +75,11 @@ func startIngest(t *testing.T, pubsubHost string) *stack {
 		"OTEL_TRACES_EXPORTER":   "none",
 		"OTEL_METRICS_EXPORTER":  "none",
 		"LOG_LEVEL":              "error",
-	})
+	}
+	for _, m := range extra {
+		maps.Copy(vars, m)
+	}
+	getenv := env.Getenv(vars)
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
@@ -113,6 +120,22 @@ func (s *stack) post(t *testing.T, path, body string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// TestNoOrderingKeyWhenDisabled: with PUBSUB_ORDERING=false messages
+// carry no ordering key.
+func TestNoOrderingKeyWhenDisabled(t *testing.T) {
+	s := startIngest(t, "", map[string]string{"PUBSUB_ORDERING": "false"})
+	if code, b := s.post(t, "/", `{"type":"track","userId":"97980cfea0067","event":"Opened","messageId":"m-ord-1"}`); code != 200 {
+		t.Fatalf("POST / = %d %s, want 200", code, b)
+	}
+	msgs := emulatortest.Receive(t, emulatortest.PubSub(t, s.env), s.sub, 1, 20*time.Second)
+	if len(msgs) != 1 {
+		t.Fatalf("received %d messages, want 1", len(msgs))
+	}
+	if msgs[0].OrderingKey != "" {
+		t.Errorf("ordering key = %q, want none", msgs[0].OrderingKey)
+	}
 }
 
 func TestPublishedEventArrivesIntact(t *testing.T) {

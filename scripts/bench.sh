@@ -3,32 +3,61 @@
 # same run on the same machine. `make bench` runs this under
 # scripts/emulators.sh run.
 #
-#   1. ingest under load from wrk (a separate process): single events at
-#      POST / and /v1/batch of 100 ~1 KB track events, at 64 and 256
-#      connections, against Google's Pub/Sub emulator; baselines on the same
-#      payloads: a bare net/http decoder (ceiling) and a minimal
-#      decode-and-publish server on the same emulator (floor); a comparison
-#      row with PUBSUB_ORDERING=false at 64 connections. Besides events/s,
-#      p50 and p99, each row tells the CPU the server and the emulator spent
-#      per event: on 2 shared cores that, more than anything, sets events/s.
+#   1. ingest under load from wrk (a separate process, 2 threads), ~1 KB
+#      Segment track events: single events at POST / with 64 and 256
+#      connections, /v1/batch of 100 with 64 connections. Every server runs
+#      against the same fresh Pub/Sub emulator, and beside ingest:
+#        B  the floor: a minimal honest ingest (encoding/json decode, a
+#           default pubsub/v2 Publisher, 10 ms bundling, no ordering, 200
+#           only after every PublishResult.Get);
+#        A  the ceiling: read and decode only;
+#      and ingest variants for comparison (other publishers, ordering on).
+#      Each row is BENCH_DURATION (15s) after a BENCH_WARMUP (3s) warm-up of
+#      the same server and workload; BENCH_ROUNDS (2) rounds, all shown.
+#      Besides events/s, p50 and p99, each row gives the CPU the server and
+#      the emulator spent per event, and ingest's ratios to B.
 #   2. Go benchmarks with their in-run baselines (-bench, allocations).
 #   3. deliver's benchmark (scripts/bench-deliver.sh), when present.
 # The report is printed and written to docs/benchmarks.md.
 #
-# By default part 1 runs on fresh emulators of its own (BENCH_INGEST_PUBSUB_PORT,
-# BENCH_INGEST_FIRESTORE_PORT: 8185, 8186), stopped after: a Pub/Sub emulator
-# that other runs have loaded can keep a core busy for minutes and would
-# skew the figures. BENCH_INGEST_SHARED_EMULATORS=1 uses the environment's.
-# BENCH_DURATION (default 10s) sets each wrk run's length; about 3 minutes
-# for part 1.
+#   scripts/bench.sh          all three
+#   scripts/bench.sh ingest   part 1 only; replaces the "## ingest" section
+#                             of docs/benchmarks.md
+#
+# Part 1 runs on fresh emulators of its own (BENCH_INGEST_PUBSUB_PORT,
+# BENCH_INGEST_FIRESTORE_PORT: 8185, 8186), stopped after: a Pub/Sub
+# emulator that other runs have loaded can keep a core busy for minutes.
+# BENCH_INGEST_SHARED_EMULATORS=1 uses the environment's. BENCH_SERVERS
+# chooses the servers (default: all below), BENCH_WORKLOADS the workloads,
+# BENCH_PROFILE=1 takes a CPU profile of ingest in each workload (written
+# to .run/bench/ingest-<workload>.pprof with its top functions beside it).
+# About 12 minutes for part 1 with the defaults.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export GOOGLE_CLOUD_PROJECT="${GOOGLE_CLOUD_PROJECT:-local-project}"
-duration="${BENCH_DURATION:-10s}"
+duration="${BENCH_DURATION:-15s}"
+warmup="${BENCH_WARMUP:-3s}"
+rounds="${BENCH_ROUNDS:-2}"
 out=docs/benchmarks.md
 state=.run/bench
 mkdir -p "$state" docs
+
+# The servers part 1 can run: NAME -> description. ingest-* are the ingest
+# binary built with -tags bench (ingest/bench_variants.go), which adds only
+# the publisher switch and pprof.
+declare -A server_doc=(
+  [ingest]="ingest as configured by default"
+  [ingest-ordered]="ingest, PUBSUB_ORDERING=true"
+  [ingest-unordered]="ingest, PUBSUB_ORDERING=false"
+  [ingest-client]="ingest with the client library's pubsub.Publisher (default settings), no ordering"
+  [ingest-client-ordered]="ingest with the client library's pubsub.Publisher (default settings), ordering keys"
+  [B]="floor B: encoding/json, default pubsub/v2 Publisher, no ordering, 200 after every Get"
+  [A]="ceiling A: read and decode only"
+)
+servers=(${BENCH_SERVERS:-ingest B A ingest-ordered ingest-client ingest-client-ordered})
+# NAME:PATH:BATCH:CONNS
+workloads=(${BENCH_WORKLOADS:-single-64:/:0:64 single-256:/:0:256 batch-64:/v1/batch:100:64})
 
 # ingest_load is part 1; it writes $state/ingest.md.
 ingest_load() {
@@ -38,7 +67,7 @@ ingest_load() {
     echo "bench: installing wrk (Debian package)" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >&2
   fi
-  go build -o "$state/ingest" ./ingest
+  go build -tags bench -o "$state/ingest" ./ingest
   go build -o "$state/accounts" ./ingest/cmd/accounts
   go build -o "$state/benchbaseline" ./ingest/cmd/benchbaseline
 
@@ -57,7 +86,7 @@ ingest_load() {
 
   ACCOUNTS_COLLECTION=$collection "$state/accounts" put -file scripts/demo/account.json -key "$key" >/dev/null
 
-  declare -A port pid
+  declare -A port pid pprof
   # server NAME PORT CMD...: start a server in the background.
   server() {
     local name=$1
@@ -69,12 +98,29 @@ ingest_load() {
   }
   ingest_env=(env HOST=127.0.0.1 ACCOUNTS_COLLECTION="$collection" LOG_LEVEL=error
     OTEL_TRACES_EXPORTER=none OTEL_METRICS_EXPORTER=none)
-  server ingest 8180 "${ingest_env[@]}" PORT=8180 PUBSUB_TOPIC="bench-ingest-$run_id" "$state/ingest"
-  server ingest-unordered 8183 "${ingest_env[@]}" PORT=8183 PUBSUB_TOPIC="bench-unordered-$run_id" PUBSUB_ORDERING=false "$state/ingest"
-  server floor 8181 "$state/benchbaseline" -mode floor -addr 127.0.0.1:8181 -topic "bench-floor-$run_id"
-  server ceiling 8182 "$state/benchbaseline" -mode ceiling -addr 127.0.0.1:8182
-  local name
-  for name in "${!port[@]}"; do
+  local name n=0 p
+  for name in "${servers[@]}"; do
+    [[ -n ${server_doc[$name]:-} ]] || { echo "bench: unknown server $name (know: ${!server_doc[*]})" >&2; return 1; }
+    p=$((8180 + n))
+    n=$((n + 1))
+    pprof[$name]=127.0.0.1:$((8280 + n))
+    case $name in
+    B) server B "$p" "$state/benchbaseline" -mode floor -addr "127.0.0.1:$p" -topic "bench-B-$run_id" ;;
+    A) server A "$p" "$state/benchbaseline" -mode ceiling -addr "127.0.0.1:$p" ;;
+    ingest*)
+      local extra=()
+      case $name in
+      ingest-ordered) extra=(PUBSUB_ORDERING=true) ;;
+      ingest-unordered) extra=(PUBSUB_ORDERING=false) ;;
+      ingest-client) extra=(BENCH_PUBLISHER=client PUBSUB_ORDERING=false) ;;
+      ingest-client-ordered) extra=(BENCH_PUBLISHER=client PUBSUB_ORDERING=true) ;;
+      esac
+      server "$name" "$p" "${ingest_env[@]}" PORT="$p" PUBSUB_TOPIC="bench-$name-$run_id" \
+        BENCH_PPROF_ADDR="${pprof[$name]}" "${extra[@]}" "$state/ingest"
+      ;;
+    esac
+  done
+  for name in "${servers[@]}"; do
     local ok=
     for _ in $(seq 100); do
       if (exec 3<>"/dev/tcp/127.0.0.1/${port[$name]}") 2>/dev/null; then ok=1 && break; fi
@@ -98,86 +144,130 @@ ingest_load() {
   declare -gA result
   # field NAME LINE: the value of NAME=... in wrk's BENCH line.
   field() { sed -E "s/.*[ ]$1=([0-9.]+).*/\\1/" <<<" $2"; }
-  # measure NAME SCENARIO PATH BATCH CONNS
+  # load NAME PATH BATCH CONNS DURATION: run wrk, print its BENCH line.
+  load() {
+    BENCH_BODY=scripts/bench/track.json BENCH_BATCH=$3 BENCH_AUTH=$auth \
+      wrk -t2 -c"$4" -d"$5" --timeout 10s -s scripts/bench/post.lua "http://127.0.0.1:${port[$1]}$2" | grep '^BENCH' || true
+  }
+  # measure NAME WORKLOAD PATH BATCH CONNS ROUND
   measure() {
-    local name=$1 scen=$2 path=$3 batch=$4 conns=$5 id="$1.$2.$5" line s0 e0 s1 e1
+    local name=$1 wl=$2 path=$3 batch=$4 conns=$5 id="$1.$2.$6" line s0 e0 s1 e1 t0 t1 prof=
+    load "$name" "$path" "$batch" "$conns" "$warmup" >/dev/null
+    if [[ ${BENCH_PROFILE:-} == 1 && $name == ingest && $6 == 1 ]]; then
+      curl -s -o "$state/ingest-$wl.pprof" "http://${pprof[$name]}/debug/pprof/profile?seconds=$((${duration%s} - 2))" &
+      prof=$!
+    fi
     s0=$(cpu_ticks "${pid[$name]}")
     e0=$(cpu_ticks "$emu")
-    line=$(BENCH_BODY=scripts/bench/track.json BENCH_BATCH=$batch BENCH_AUTH=$auth \
-      wrk -t2 -c"$conns" -d"$duration" --timeout 10s -s scripts/bench/post.lua "http://127.0.0.1:${port[$name]}$path" | grep '^BENCH')
+    t0=$(date +%s.%N)
+    line=$(load "$name" "$path" "$batch" "$conns" "$duration")
+    t1=$(date +%s.%N)
     s1=$(cpu_ticks "${pid[$name]}")
     e1=$(cpu_ticks "$emu")
-    local per=$((batch > 0 ? batch : 1)) rps p50_us p99_us errors non2xx
+    if [[ -n $prof ]]; then
+      wait "$prof" || true
+      go tool pprof -top -nodecount=40 "$state/ingest" "$state/ingest-$wl.pprof" >"$state/ingest-$wl.top" 2>/dev/null || true
+    fi
+    local per=$((batch > 0 ? batch : 1)) rps errors non2xx
     rps=$(field rps "$line")
-    p50_us=$(field p50_us "$line")
-    p99_us=$(field p99_us "$line")
     errors=$(field errors "$line")
     non2xx=$(field non2xx "$line")
     result[$id]=$(awk -v r="$rps" -v p="$per" 'BEGIN{printf "%.0f", r*p}')
-    result[$id.p50]=$(awk -v v="$p50_us" 'BEGIN{printf "%.1f", v/1000}')
-    result[$id.p99]=$(awk -v v="$p99_us" 'BEGIN{printf "%.1f", v/1000}')
+    result[$id.p50]=$(awk -v v="$(field p50_us "$line")" 'BEGIN{printf "%.1f", v/1000}')
+    result[$id.p99]=$(awk -v v="$(field p99_us "$line")" 'BEGIN{printf "%.1f", v/1000}')
     result[$id.err]=$((errors + non2xx))
-    # CPU per event in µs: ticks × 1e6/hz ÷ (events/s × seconds).
-    result[$id.cpu]=$(awk -v t=$((s1 - s0)) -v hz="$hz" -v e="${result[$id]}" -v d="${duration%s}" 'BEGIN{ if (e>0) printf "%.0f", t*1e6/hz/(e*d); else print "n/a" }')
-    result[$id.emu]=$(awk -v t=$((e1 - e0)) -v hz="$hz" -v e="${result[$id]}" -v d="${duration%s}" -v known="$emu" 'BEGIN{ if (e>0 && known!="") printf "%.0f", t*1e6/hz/(e*d); else print "n/a" }')
-    echo "bench: $name $scen c$conns: ${result[$id]} events/s, p50 ${result[$id.p50]} ms, p99 ${result[$id.p99]} ms, CPU/event server ${result[$id.cpu]} µs emulator ${result[$id.emu]} µs, errors ${result[$id.err]}" >&2
+    # CPU per event in µs: ticks × 1e6/hz ÷ (events/s × wall seconds).
+    local secs
+    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')
+    result[$id.cpu]=$(awk -v t=$((s1 - s0)) -v hz="$hz" -v e="${result[$id]}" -v d="$secs" 'BEGIN{ if (e>0) printf "%.0f", t*1e6/hz/(e*d); else print "n/a" }')
+    result[$id.emu]=$(awk -v t=$((e1 - e0)) -v hz="$hz" -v e="${result[$id]}" -v d="$secs" -v known="$emu" 'BEGIN{ if (e>0 && known!="") printf "%.0f", t*1e6/hz/(e*d); else print "n/a" }')
+    echo "bench: round $6 $name $wl: ${result[$id]} events/s, p50 ${result[$id.p50]} ms, p99 ${result[$id.p99]} ms, CPU/event server ${result[$id.cpu]} µs emulator ${result[$id.emu]} µs, errors ${result[$id.err]}" >&2
   }
 
-  # Warm up (the emulator is a JVM: its first seconds are slow) and let
-  # each server open its connections.
-  echo "bench: warming up" >&2
-  for name in ingest floor; do
-    BENCH_BODY=scripts/bench/track.json BENCH_BATCH=0 BENCH_AUTH=$auth \
-      wrk -t2 -c64 -d3s -s scripts/bench/post.lua "http://127.0.0.1:${port[$name]}/" >/dev/null
-    BENCH_BODY=scripts/bench/track.json BENCH_BATCH=100 BENCH_AUTH=$auth \
-      wrk -t2 -c64 -d3s -s scripts/bench/post.lua "http://127.0.0.1:${port[$name]}/v1/batch" >/dev/null
-  done
-
-  local load_before load_after s c sname spath sbatch
-  load_before=$(cut -d' ' -f1 /proc/loadavg)
-  for s in "single:/:0" "batch:/v1/batch:100"; do
-    IFS=: read -r sname spath sbatch <<<"$s"
-    for c in 64 256; do
-      measure ingest "$sname" "$spath" "$sbatch" "$c"
-      if ((c == 64)); then measure ingest-unordered "$sname" "$spath" "$sbatch" "$c"; fi
-      measure floor "$sname" "$spath" "$sbatch" "$c"
-      measure ceiling "$sname" "$spath" "$sbatch" "$c"
+  local uptime_before uptime_after r w wname wpath wbatch wconns
+  uptime_before=$(uptime)
+  echo "bench: $uptime_before" >&2
+  for r in $(seq "$rounds"); do
+    for w in "${workloads[@]}"; do
+      IFS=: read -r wname wpath wbatch wconns <<<"$w"
+      for name in "${servers[@]}"; do
+        measure "$name" "$wname" "$wpath" "$wbatch" "$wconns" "$r"
+      done
     done
   done
-  load_after=$(cut -d' ' -f1 /proc/loadavg)
+  uptime_after=$(uptime)
+  echo "bench: $uptime_after" >&2
 
-  ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b>0) printf "%.2f", a/b; else print "n/a" }'; }
+  ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a!="n/a" && b!="n/a" && b>0) printf "%.2f", a/b; else print "n/a" }'; }
+  # each KEY: the values of all rounds, "a / b".
+  each() {
+    local k=$1 out="" v
+    for r in $(seq "$rounds"); do
+      v=${result[${k/@/$r}]:-n/a}
+      out+="${out:+ / }$v"
+    done
+    echo "$out"
+  }
+  # each_ratio KEY BASEKEY
+  each_ratio() {
+    local out="" r
+    for r in $(seq "$rounds"); do
+      out+="${out:+ / }$(ratio "${result[${1/@/$r}]:-n/a}" "${result[${2/@/$r}]:-n/a}")"
+    done
+    echo "$out"
+  }
+  # goal KEY BASEKEY OP LIMIT: "met"/"not met" in every round.
+  goal() {
+    local out="" r v
+    for r in $(seq "$rounds"); do
+      v=$(ratio "${result[${1/@/$r}]:-n/a}" "${result[${2/@/$r}]:-n/a}")
+      out+="${out:+ / }$(awk -v v="$v" -v op="$3" -v l="$4" 'BEGIN{ if (v=="n/a") print "n/a"; else if ((op==">=" && v>=l) || (op=="<=" && v<=l)) print "**" v "** met"; else print "**" v "** NOT met" }')"
+    done
+    echo "$out"
+  }
   local emu_kind="Google's Pub/Sub emulator"
   if [[ -z $emu ]] || ! grep -q pubsub-emulator "/proc/$emu/cmdline" 2>/dev/null; then emu_kind="the Pub/Sub emulator at $PUBSUB_EMULATOR_HOST"; fi
+  local has_b=
+  [[ " ${servers[*]} " == *" B "* ]] && has_b=1
   {
-    echo "# Benchmarks"
-    echo
-    echo "Measured by \`make bench\` on $(date -u +%Y-%m-%d), $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB."
-    echo "**The load generator (wrk, 2 threads), the server under test and $emu_kind share these $(nproc) cores**,"
-    echo "so absolute figures are this machine's; the ratios, measured in the same run, are what to compare."
-    echo "One-minute load average before / after the ingest runs: $load_before / $load_after (well above 3 means other work shared the cores too)."
-    echo
     echo "## ingest"
     echo
-    echo "~1 KB track events (\`scripts/bench/track.json\`), userId varied per event (so ordering keys vary as in real traffic); wrk -t2, $duration per run."
-    echo "ingest does its real work: Basic auth (cached account), decoding, validation, envelope, ordering key, spans (export off), publish and wait for the confirmation."
-    echo "Floor: decode and publish each event with a default pubsub/v2 publisher (no ordering, 10 ms batching delay), wait for the result. Ceiling: read and decode the body only."
-    echo "CPU/event: CPU time the server process, and the emulator, spent per event during the run."
+    echo "Measured by \`scripts/bench.sh ingest\` (part of \`make bench\`) on $(date -u '+%Y-%m-%d %H:%M UTC'), $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB."
+    echo "**The load generator (wrk, 2 threads), the server under test and $emu_kind share these $(nproc) cores**;"
+    echo "the ratios, measured in the same run, are what to compare. \`uptime\` before and after the runs:"
     echo
-    echo "| scenario | conns | server | events/s | p50 ms | p99 ms | ÷ floor | ÷ ceiling | server CPU/event µs | emulator CPU/event µs | errors |"
+    echo "    $uptime_before"
+    echo "    $uptime_after"
+    echo
+    echo "~1 KB track events (\`scripts/bench/track.json\`), userId varied per event (5,000 people per wrk thread); wrk -t2, $duration per row after a $warmup warm-up of the same server and workload, $rounds rounds (values \"round 1 / round 2\"). Every server publishes to its own topic on the same fresh emulator."
+    echo "ingest does its real work: Basic auth (cached account), decoding, validation, envelope, spans and metrics (SDKs on, export off), publish and wait for the confirmation."
+    echo "CPU/event: CPU time the server process, and the emulator, spent per event during the row."
+    echo
+    echo "Servers:"
+    echo
+    for name in "${servers[@]}"; do echo "- \`$name\`: ${server_doc[$name]}"; done
+    echo
+    if [[ -n $has_b ]]; then
+      echo "### Goals (issue 11): ingest against B in the same round"
+      echo
+      echo "| workload | events/s ÷ B (≥ 1.0) | p99 ÷ B's (≤ 1.5) | server CPU/event ÷ B's (≤ 1.5) | emulator CPU/event ÷ B's (≤ 2) |"
+      echo "|---|---|---|---|---|"
+      for w in "${workloads[@]}"; do
+        IFS=: read -r wname _ _ _ <<<"$w"
+        echo "| $wname | $(goal "ingest.$wname.@" "B.$wname.@" ">=" 1.0) | $(goal "ingest.$wname.@.p99" "B.$wname.@.p99" "<=" 1.5) | $(goal "ingest.$wname.@.cpu" "B.$wname.@.cpu" "<=" 1.5) | $(goal "ingest.$wname.@.emu" "B.$wname.@.emu" "<=" 2) |"
+      done
+      echo
+    fi
+    echo "### All rows"
+    echo
+    echo "| workload | server | events/s | ÷ B | p50 ms | p99 ms | server CPU/event µs | ÷ B's | emulator CPU/event µs | ÷ B's | errors |"
     echo "|---|---|---|---|---|---|---|---|---|---|---|"
-    local srv i f k
-    for s in single batch; do
-      for c in 64 256; do
-        f=floor.$s.$c k=ceiling.$s.$c
-        for srv in ingest ingest-unordered floor ceiling; do
-          i=$srv.$s.$c
-          [[ -n ${result[$i]:-} ]] || continue
-          local label=$srv
-          [[ $srv == ingest ]] && label="**ingest**"
-          [[ $srv == ingest-unordered ]] && label="ingest, PUBSUB_ORDERING=false"
-          echo "| $s | $c | $label | ${result[$i]} | ${result[$i.p50]} | ${result[$i.p99]} | $(ratio "${result[$i]}" "${result[$f]}") | $(ratio "${result[$i]}" "${result[$k]}") | ${result[$i.cpu]} | ${result[$i.emu]} | ${result[$i.err]} |"
-        done
+    for w in "${workloads[@]}"; do
+      IFS=: read -r wname _ _ _ <<<"$w"
+      for name in "${servers[@]}"; do
+        local i="$name.$wname.@" b="B.$wname.@" label=$name
+        [[ $name == ingest ]] && label="**ingest**"
+        echo "| $wname | $label | $(each "$i") | $(each_ratio "$i" "$b") | $(each "$i.p50") | $(each "$i.p99") | $(each "$i.cpu") | $(each_ratio "$i.cpu" "$b.cpu") | $(each "$i.emu") | $(each_ratio "$i.emu" "$b.emu") | $(each "$i.err") |"
       done
     done
     echo
@@ -187,20 +277,42 @@ ingest_load() {
   trap - EXIT
 }
 
-if [[ "${1:-}" == "--ingest" ]]; then
+# ingest_part runs part 1 on its own emulators (or the environment's).
+ingest_part() {
+  if [[ "${BENCH_INGEST_SHARED_EMULATORS:-}" == "1" ]]; then
+    "$0" --ingest
+  else
+    echo "bench: starting fresh emulators for the ingest load test" >&2
+    (unset PUBSUB_EMULATOR_HOST FIRESTORE_EMULATOR_HOST
+      EMULATOR_STATE_DIR="$root/$state/emulators" \
+        PUBSUB_PORT="${BENCH_INGEST_PUBSUB_PORT:-8185}" FIRESTORE_PORT="${BENCH_INGEST_FIRESTORE_PORT:-8186}" \
+        scripts/emulators.sh run "$0" --ingest)
+  fi
+}
+
+case "${1:-}" in
+--ingest)
   ingest_load
   exit
-fi
+  ;;
+ingest)
+  ingest_part
+  # Replace the "## ingest" section of the report, keep the rest.
+  if [[ -f $out ]] && grep -q '^## ingest' "$out"; then
+    awk -v f="$state/ingest.md" '
+      /^## / { if (skip) skip = 0 }
+      /^## ingest$/ { while ((getline l < f) > 0) print l; skip = 1; next }
+      !skip { print }' "$out" >"$state/report.md"
+  else
+    { echo "# Benchmarks"; echo; cat "$state/ingest.md"; } >"$state/report.md"
+  fi
+  cp "$state/report.md" "$out"
+  cat "$state/ingest.md"
+  exit
+  ;;
+esac
 
-if [[ "${BENCH_INGEST_SHARED_EMULATORS:-}" == "1" ]]; then
-  "$0" --ingest
-else
-  echo "bench: starting fresh emulators for the ingest load test" >&2
-  (unset PUBSUB_EMULATOR_HOST FIRESTORE_EMULATOR_HOST
-    EMULATOR_STATE_DIR="$root/$state/emulators" \
-      PUBSUB_PORT="${BENCH_INGEST_PUBSUB_PORT:-8185}" FIRESTORE_PORT="${BENCH_INGEST_FIRESTORE_PORT:-8186}" \
-      scripts/emulators.sh run "$0" --ingest)
-fi
+ingest_part
 
 echo "== Go benchmarks (each with its baseline in the same run)" >&2
 # A fixed count for shared and deliver (their per-op metrics want whole
@@ -209,6 +321,8 @@ go_bench=$(for m in shared:2000x deliver:2000x ingest:1s; do
   (cd "${m%%:*}" || exit 0; go test -run '^$' -bench . -benchmem -benchtime "${m#*:}" ./... 2>/dev/null | grep -E '^Benchmark' || true)
 done)
 {
+  echo "# Benchmarks"
+  echo
   cat "$state/ingest.md"
   echo "## Go benchmarks"
   echo
