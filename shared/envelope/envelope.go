@@ -186,8 +186,16 @@ type DecodeError struct {
 func (e *DecodeError) Error() string { return "decode envelope: " + e.Err.Error() }
 func (e *DecodeError) Unwrap() error { return e.Err }
 
+// MaxBodyBytes bounds a message body Decode reads: an event is at most
+// segment.MaxEventBytes as published, and the rest of the body is small;
+// the margin leaves room for a growing body format.
+const MaxBodyBytes = 1 << 20
+
 // Decode reads a message body written by Encode. Its errors are permanent
-// *DecodeErrors.
+// *DecodeErrors. Before decoding it bounds the body as ingest bounds a
+// request (segment.Scanner: size, nesting, one linear pass), so that a
+// hostile message costs deliver no more than reading it; its errors never
+// quote the body.
 func Decode(data []byte) (*Message, error) {
 	m, err := decode(data)
 	if err != nil {
@@ -197,9 +205,17 @@ func Decode(data []byte) (*Message, error) {
 }
 
 func decode(data []byte) (*Message, error) {
+	if len(data) > MaxBodyBytes {
+		return nil, &DecodeError{Err: fmt.Errorf("body of %d bytes; at most %d", len(data), MaxBodyBytes)}
+	}
+	sc := &segment.Scanner{Depth: segment.MaxDepth + 1} // the event is one level down
+	if err := sc.End(data); err != nil {
+		return nil, &DecodeError{Err: err}
+	}
 	var b body
 	if err := json.Unmarshal(data, &b); err != nil {
-		return nil, &DecodeError{Err: err}
+		// The decoder's messages may quote the body, which holds the key.
+		return nil, &DecodeError{Err: errors.New("not an envelope: a field has the wrong type")}
 	}
 	if b.V < 1 || b.V > Version {
 		return nil, &DecodeError{Err: fmt.Errorf("unsupported version %d", b.V)}

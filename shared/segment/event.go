@@ -10,10 +10,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	json "github.com/segmentio/encoding/json"
-	"io"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
+
+	json "github.com/segmentio/encoding/json"
 )
 
 // Type is a Segment call type.
@@ -116,16 +119,24 @@ func canonicalKey(k string) string {
 	return k
 }
 
-// SyntaxError reports a body that is not a JSON object.
+// SyntaxError is a body that is not a JSON object, or that fails the
+// pre-pass (see Scanner): a syntax error, nesting deeper than MaxDepth,
+// invalid UTF-8, an overlong number or a duplicate top-level key. Offset is
+// the byte of the body where it was found. Msg is written by this package
+// alone and never contains bytes of the input, so that a key sent in the
+// body cannot come back in an error.
 type SyntaxError struct {
-	Msg string
+	Offset int64
+	Msg    string
 }
 
-func (e *SyntaxError) Error() string { return "invalid JSON: " + e.Msg }
+func (e *SyntaxError) Error() string {
+	return "invalid JSON at byte " + strconv.FormatInt(e.Offset, 10) + ": " + e.Msg
+}
 
 // Decode parses one event object. It fails only when data is not a JSON
-// object or a known field has a type no Segment library sends; Validate
-// checks the Spec's rules.
+// object, fails the pre-pass (see Scanner), or a known field has a type no
+// Segment library sends; Validate checks the Spec's rules.
 func Decode(data []byte) (*Event, error) {
 	m, err := decodeObject(data)
 	if err != nil {
@@ -134,41 +145,111 @@ func Decode(data []byte) (*Event, error) {
 	return FromMap(m)
 }
 
-// decodeObject decodes a JSON object keeping numbers exact. It uses
-// segmentio's encoding/json-compatible decoder, several times faster than
-// the standard library's on the map-shaped events ingest decodes per event.
+// decodeObject runs the pre-pass over data and then decodes it as a JSON
+// object keeping numbers exact, with segmentio's encoding/json-compatible
+// decoder (several times faster than the standard library's on the
+// map-shaped events ingest decodes per event). The pre-pass bounds the
+// nesting that decoder would otherwise rescan level by level.
 func decodeObject(data []byte) (map[string]any, error) {
-	var v any
-	rest, err := json.Parse(data, &v, json.UseNumber)
+	s, err := Check(data)
 	if err != nil {
-		if len(bytes.TrimSpace(data)) == 0 {
-			return nil, &SyntaxError{Msg: "empty body"}
-		}
-		return nil, &SyntaxError{Msg: jsonMessage(err)}
+		return nil, err
 	}
-	if len(bytes.TrimSpace(rest)) > 0 {
-		return nil, &SyntaxError{Msg: "unexpected data after the top-level value"}
+	return decodeChecked(data, s)
+}
+
+// decodeChecked decodes data that passed the scanner s.
+func decodeChecked(data []byte, s *Scanner) (map[string]any, error) {
+	if err := topLevelObject(data, s); err != nil {
+		return nil, err
+	}
+	var v any
+	if _, err := json.Parse(data, &v, json.UseNumber); err != nil {
+		// The pre-pass accepted it, so this is the decoder's limit, not
+		// the caller's syntax; its message may quote the input.
+		return nil, &SyntaxError{Msg: "cannot be decoded"}
 	}
 	m, ok := v.(map[string]any)
 	if !ok {
-		return nil, &SyntaxError{Msg: fmt.Sprintf("want a JSON object, got %s", jsonKind(v))}
+		return nil, &SyntaxError{Msg: "want a JSON object"}
 	}
 	return m, nil
 }
 
-// jsonMessage shortens encoding/json's errors to what a caller can act on.
-func jsonMessage(err error) string {
-	var se *json.SyntaxError
-	if errors.As(err, &se) {
-		return fmt.Sprintf("%s at byte %d", se.Error(), se.Offset)
+// CheckObject checks that a body the Scanner s accepted is a JSON object
+// without duplicate top-level keys, before anything decodes it.
+func CheckObject(data []byte, s *Scanner) error { return topLevelObject(data, s) }
+
+// topLevelObject checks that the scanned value is an object without
+// duplicate keys: decoders disagree on which of two equal keys wins (ours
+// keeps the last), so an event that says userId twice is refused rather
+// than read one way here and another way elsewhere.
+func topLevelObject(data []byte, s *Scanner) error {
+	i := 0
+	for i < len(data) && isSpace(data[i]) {
+		i++
 	}
-	if errors.Is(err, io.EOF) {
-		return "empty body"
+	if i < len(data) && data[i] != '{' {
+		return &SyntaxError{Offset: int64(i), Msg: "want a JSON object, got " + kindOf(data[i])}
 	}
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		return "unexpected end of JSON input"
+	members := s.Members()
+	if len(members) < 2 {
+		return nil
 	}
-	return err.Error()
+	seen := make(map[string]struct{}, len(members))
+	for _, m := range members {
+		k := unquote(data[m.Key.Start:m.Key.End])
+		if _, dup := seen[k]; dup {
+			return &SyntaxError{Offset: int64(m.Key.Start), Msg: "duplicate key" + knownName(k)}
+		}
+		seen[k] = struct{}{}
+	}
+	return nil
+}
+
+// knownName is ` "k"` when k is a field of the Spec, else "": messages name
+// fields only from our own vocabulary, never a caller's arbitrary key.
+func knownName(k string) string {
+	if c := canonicalKey(k); knownFields[c] {
+		return " " + strconv.Quote(c)
+	}
+	return ""
+}
+
+// knownFields are the canonical top-level keys of events and batches.
+var knownFields = func() map[string]bool {
+	m := map[string]bool{"batch": true}
+	for _, c := range keyAliases {
+		m[c] = true
+	}
+	return m
+}()
+
+// unquote returns the text of a JSON string token that passed the scanner.
+func unquote(tok []byte) string {
+	if bytes.IndexByte(tok, '\\') < 0 {
+		return string(tok[1 : len(tok)-1])
+	}
+	var s string
+	if err := json.Unmarshal(tok, &s); err != nil {
+		return string(tok[1 : len(tok)-1])
+	}
+	return s
+}
+
+// kindOf names the JSON type that starts with c.
+func kindOf(c byte) string {
+	switch c {
+	case '[':
+		return "an array"
+	case '"':
+		return "a string"
+	case 't', 'f':
+		return "a boolean"
+	case 'n':
+		return "null"
+	}
+	return "a number"
 }
 
 func jsonKind(v any) string {
@@ -200,13 +281,26 @@ func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
 // FromMap builds an Event from a decoded JSON object (numbers as
 // json.Number or float64). It normalises the top-level keys of m in place
 // and takes ownership of it.
+//
+// When a field comes in several spellings, the canonical camelCase one
+// wins, else the alias first in byte order (so USERID before user_id before
+// userid); the others are dropped. The rule is fixed so that the same event
+// reads the same way every time.
 func FromMap(m map[string]any) (*Event, error) {
-	for k, v := range m {
-		if c := canonicalKey(k); c != k {
-			delete(m, k)
-			if _, dup := m[c]; !dup {
-				m[c] = v
+	var aliases []string
+	for k := range m {
+		if canonicalKey(k) != k {
+			aliases = append(aliases, k)
+		}
+	}
+	if len(aliases) > 0 {
+		slices.Sort(aliases)
+		for _, k := range aliases {
+			c := canonicalKey(k)
+			if _, taken := m[c]; !taken {
+				m[c] = m[k]
 			}
+			delete(m, k)
 		}
 	}
 	e := &Event{Raw: m}
@@ -331,7 +425,7 @@ func ParseTime(s string) (time.Time, error) {
 			return t.UTC(), nil
 		}
 	}
-	return time.Time{}, fmt.Errorf("%q is not an ISO-8601 time", truncate(s, 40))
+	return time.Time{}, errors.New("not an ISO-8601 time")
 }
 
 func objectField(m map[string]any, key string) (map[string]any, error) {
@@ -343,13 +437,6 @@ func objectField(m map[string]any, key string) (map[string]any, error) {
 	default:
 		return nil, &FieldError{Field: key, Msg: "want an object, got " + jsonKind(v)}
 	}
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
 
 // SetMessageID sets the messageId in the typed view and in Raw.
@@ -377,12 +464,12 @@ func (e *Event) Validate() error {
 		return &FieldError{Field: "type", Msg: "required"}
 	}
 	if !e.Type.Known() {
-		return &FieldError{Field: "type", Msg: fmt.Sprintf("unknown type %q (want identify, track, page, screen, group or alias)", truncate(string(e.Type), 40))}
+		return &FieldError{Field: "type", Msg: "unknown type (want identify, track, page, screen, group or alias)"}
 	}
 	if e.UserID == "" && e.AnonymousID == "" {
 		return &FieldError{Field: "userId", Msg: "userId or anonymousId is required"}
 	}
-	if len(e.MessageID) > MaxMessageIDLen {
+	if utf8.RuneCountInString(e.MessageID) > MaxMessageIDLen {
 		return &FieldError{Field: "messageId", Msg: fmt.Sprintf("longer than %d characters", MaxMessageIDLen)}
 	}
 	switch e.Type {
@@ -435,4 +522,43 @@ func (e *Event) UnmarshalJSON(data []byte) error {
 	}
 	*e = *d
 	return nil
+}
+
+// DecodeScanned is Decode for data the caller has already run through the
+// Scanner s (to the end, without error), so that a body read from the
+// network is scanned once.
+func DecodeScanned(data []byte, s *Scanner) (*Event, error) {
+	m, err := decodeChecked(data, s)
+	if err != nil {
+		return nil, err
+	}
+	return FromMap(m)
+}
+
+// WriteKey returns the top-level writeKey of a scanned body (any spelling
+// Segment uses, chosen as FromMap chooses) without decoding the body: the
+// key is read from the member the scanner found. It is "" when absent or
+// null, and a *FieldError when it is not a string.
+func WriteKey(data []byte, s *Scanner) (string, error) {
+	best, bestKey := -1, ""
+	for i, m := range s.Members() {
+		k := unquote(data[m.Key.Start:m.Key.End])
+		if canonicalKey(k) != "writeKey" {
+			continue
+		}
+		if best < 0 || k == "writeKey" || (bestKey != "writeKey" && k < bestKey) {
+			best, bestKey = i, k
+		}
+	}
+	if best < 0 {
+		return "", nil
+	}
+	m := s.Members()[best]
+	switch m.Kind {
+	case '"':
+		return unquote(data[m.Value.Start:m.Value.End]), nil
+	case 'n':
+		return "", nil
+	}
+	return "", &FieldError{Field: "writeKey", Msg: "want a string"}
 }
