@@ -29,12 +29,7 @@ func (a *Account) Validate() error {
 
 func (a *Account) validate(ps *problems) {
 	s := a.Settings
-	if strings.TrimSpace(s.StartdeliverUserCustomFieldToMatchOn) == "" {
-		ps.add("settings."+keyCustomField, "required")
-	}
-	if s.SegmentOverrideMatchingField != "" {
-		checkPath(ps, "settings."+keyOverride, s.SegmentOverrideMatchingField)
-	}
+	checkSettings(ps, "settings.", &s.StartdeliverUserCustomFieldToMatchOn, &s.SegmentOverrideMatchingField, true)
 	if a.StartdeliverAPIURL != "" {
 		if err := checkAPIURL(a.StartdeliverAPIURL); err != nil {
 			ps.add("startdeliverApiUrl", "%v", err)
@@ -58,14 +53,52 @@ func (a *Account) validate(ps *problems) {
 	checkMappings(ps, app+"customerMapping", sa.CustomerMapping, map[string]string{"id": "the customer's id is assigned by Startdeliver"})
 }
 
-func checkPath(ps *problems, key, path string) {
+// checkSettings applies the settings rules to the match field and the
+// override path; nil means absent (a header that leaves the stored setting
+// as it is). quote shows a bad path in the message: an operator's own file
+// may be quoted back, a request's header may not.
+func checkSettings(ps *problems, prefix string, match, override *string, quote bool) {
+	if match != nil && strings.TrimSpace(*match) == "" {
+		ps.add(prefix+keyCustomField, "required")
+	}
+	if override != nil && *override != "" {
+		checkPathQuoted(ps, prefix+keyOverride, *override, quote)
+	}
+}
+
+// Validate checks the settings an X-Segment-Settings header carries with
+// the rules Account.Validate applies to stored settings (contract §6: a
+// header that would make every event fail is refused), for the keys
+// present. Its *HeaderError names each setting at fault and never quotes
+// the header.
+func (o SettingsOverride) Validate() error {
+	var ps problems
+	checkSettings(&ps, "", o.StartdeliverUserCustomFieldToMatchOn, o.SegmentOverrideMatchingField, false)
+	if len(ps) == 0 {
+		return nil
+	}
+	msgs := make([]string, len(ps))
+	for i, p := range ps {
+		msgs[i] = p.String()
+	}
+	return &HeaderError{Msg: strings.Join(msgs, "; ")}
+}
+
+func checkPath(ps *problems, key, path string) { checkPathQuoted(ps, key, path, true) }
+
+func checkPathQuoted(ps *problems, key, path string, quote bool) {
 	if _, err := fieldpath.Parse(path); err != nil {
 		var se *fieldpath.SyntaxError
-		if errors.As(err, &se) {
+		switch {
+		case errors.As(err, &se) && quote:
 			ps.add(key, "bad field path %q at offset %d: %s", clip(path, 80), se.Pos, se.Msg)
-			return
+		case errors.As(err, &se):
+			ps.add(key, "bad field path at offset %d: %s", se.Pos, se.Msg)
+		case quote:
+			ps.add(key, "%v", err)
+		default:
+			ps.add(key, "bad field path")
 		}
-		ps.add(key, "%v", err)
 	}
 }
 
