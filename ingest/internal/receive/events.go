@@ -171,16 +171,16 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
 // current configuration gives one event, without a write anywhere.
 func (h *Handler) explain(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	body, herr := readBody(r, segment.MaxEventBytes)
+	// As the event endpoints: the key from the header before the body is
+	// read, and the body through the pre-pass.
+	b := &budget{h: h}
+	defer b.release()
+	req, sc, herr := h.intake(ctx, r, segment.MaxEventBytes, false, b)
 	if herr != nil {
 		h.answer(ctx, w, herr)
 		return
 	}
-	key, accountID, herr := h.eventsAccount(r)
-	if herr != nil {
-		h.answer(ctx, w, herr)
-		return
-	}
+	key, accountID := req.key, req.accountID
 	if h.opts.Configs == nil || h.opts.Explainer == nil {
 		h.answer(ctx, w, fail(http.StatusNotFound, "explain is not served here"))
 		return
@@ -203,7 +203,7 @@ func (h *Handler) explain(w http.ResponseWriter, r *http.Request) {
 		}
 		lookup = b
 	}
-	ev, err := segment.Decode(body)
+	ev, err := segment.DecodeScanned(req.body, sc)
 	if err != nil {
 		h.answer(ctx, w, fail(http.StatusBadRequest, "%v", err))
 		return

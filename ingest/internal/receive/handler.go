@@ -5,18 +5,17 @@
 package receive
 
 import (
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"mime"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel"
@@ -60,6 +59,12 @@ type Options struct {
 	// Topic names the Pub/Sub topic in spans.
 	Topic  string
 	Logger *slog.Logger
+	// MaxInflightBytes bounds the memory the requests in progress may hold
+	// (MAX_INFLIGHT_BYTES; default DefaultMaxInflightBytes): their bodies,
+	// the events decoded from them and the messages built for them. A
+	// request that would pass it is answered 503 with Retry-After, which
+	// Segment retries, so nothing is lost.
+	MaxInflightBytes int64
 	// Now and NewID are replaced in tests.
 	Now   func() time.Time
 	NewID func() string
@@ -72,6 +77,12 @@ type Options struct {
 	TraceURL  func(traceID string) string
 }
 
+// DefaultMaxInflightBytes is Options.MaxInflightBytes when unset: an eighth
+// of a 512 MiB Cloud Run instance, room for two maximal batches (each up to
+// about 23 MB: its body, its decoded events and 2,500 messages with the
+// outer context merged) and thousands of single events at once.
+const DefaultMaxInflightBytes = 64 << 20
+
 // Handler serves ingest's HTTP API.
 type Handler struct {
 	opts    Options
@@ -80,6 +91,9 @@ type Handler struct {
 	log     *slog.Logger
 	metrics *metrics
 	recent  *recent // publications for "pending" (events.go)
+
+	work     work
+	inflight atomic.Int64 // bytes held by requests in progress
 }
 
 // New returns the ingest handler.
@@ -92,6 +106,9 @@ func New(opts Options) *Handler {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MaxInflightBytes <= 0 {
+		opts.MaxInflightBytes = DefaultMaxInflightBytes
 	}
 	h := &Handler{
 		opts:    opts,
@@ -114,12 +131,35 @@ func New(opts Options) *Handler {
 	h.mux.HandleFunc("POST /v1/explain", h.explain)
 	h.mux.Handle("GET /console/", consoleHandler())
 	h.mux.Handle("GET /console", http.RedirectHandler("/console/", http.StatusMovedPermanently))
+	h.mux.HandleFunc("/", h.noRoute)
 	return h
 }
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mux.ServeHTTP(w, r)
+}
+
+// noRoute answers what no route serves, in JSON like every other error:
+// 405 with Allow when the path is served for other methods, else 404.
+func (h *Handler) noRoute(w http.ResponseWriter, r *http.Request) {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		if m == r.Method {
+			continue
+		}
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := h.mux.Handler(probe); pattern != "" && pattern != "/" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		h.answer(r.Context(), w, fail(http.StatusMethodNotAllowed, "method not allowed here; use %s", strings.Join(allow, " or ")))
+		return
+	}
+	h.answer(r.Context(), w, fail(http.StatusNotFound, "no such endpoint"))
 }
 
 // httpError is an answer other than 200, with a message safe to show.
@@ -135,7 +175,12 @@ type httpError struct {
 // about records the account and event an error concerns, and returns it.
 func (e *httpError) about(accountID, messageID string) *httpError {
 	if e != nil {
-		e.account, e.messageID = accountID, messageID
+		e.account = accountID
+		// An invalid (overlong) messageId is the caller's arbitrary text:
+		// it is not logged.
+		if utf8.RuneCountInString(messageID) <= segment.MaxMessageIDLen {
+			e.messageID = messageID
+		}
 	}
 	return e
 }
@@ -155,6 +200,8 @@ func (e *httpError) reason() string {
 		return "unsupported_media"
 	case http.StatusNotFound:
 		return "not_found"
+	case http.StatusMethodNotAllowed:
+		return "method_not_allowed"
 	case http.StatusServiceUnavailable:
 		return "unavailable"
 	}
@@ -188,67 +235,6 @@ type request struct {
 	body      []byte
 }
 
-// readBody checks the content type and encoding and reads the body within
-// limit bytes after decompression.
-func readBody(r *http.Request, limit int64) ([]byte, *httpError) {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || !(mt == "application/json" || mt == "text/plain" || strings.HasSuffix(mt, "+json")) {
-			return nil, fail(http.StatusUnsupportedMediaType, "unsupported Content-Type %q: send application/json", truncate(ct, 60))
-		}
-	}
-	if r.ContentLength > limit && r.Header.Get("Content-Encoding") == "" {
-		return nil, fail(http.StatusRequestEntityTooLarge, "request body larger than %d bytes", limit)
-	}
-	var src io.Reader = r.Body
-	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
-	case "", "identity":
-	case "gzip", "x-gzip":
-		zr, err := gzip.NewReader(io.LimitReader(r.Body, limit+1))
-		if err != nil {
-			return nil, fail(http.StatusBadRequest, "body is not valid gzip: %v", err)
-		}
-		defer zr.Close()
-		src = zr
-	default:
-		return nil, fail(http.StatusUnsupportedMediaType, "unsupported Content-Encoding %q: send gzip or none", truncate(enc, 30))
-	}
-	body, err := io.ReadAll(io.LimitReader(src, limit+1))
-	if err != nil {
-		var maxErr *http.MaxBytesError
-		if errors.As(err, &maxErr) {
-			return nil, fail(http.StatusRequestEntityTooLarge, "request body larger than %d bytes", limit)
-		}
-		if errors.Is(err, gzip.ErrChecksum) || errors.Is(err, gzip.ErrHeader) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, fail(http.StatusBadRequest, "body is not valid gzip: %v", err)
-		}
-		return nil, &httpError{status: http.StatusBadRequest, msg: "could not read the request body", err: err}
-	}
-	if int64(len(body)) > limit {
-		return nil, fail(http.StatusRequestEntityTooLarge, "request body larger than %d bytes", limit)
-	}
-	return body, nil
-}
-
-// headerKey returns the API key of a Basic Authorization header: the
-// username, the password being empty. ok is false when the header is absent.
-func headerKey(r *http.Request) (key string, present bool, herr *httpError) {
-	if r.Header.Get("Authorization") == "" {
-		return "", false, nil
-	}
-	user, pass, ok := r.BasicAuth()
-	if !ok {
-		return "", true, fail(http.StatusUnauthorized, "Authorization must be Basic with the API key as username")
-	}
-	if user == "" {
-		user = pass // some clients put the key in the password
-	}
-	if user == "" {
-		return "", true, fail(http.StatusUnauthorized, "no API key in the Authorization header")
-	}
-	return user, true, nil
-}
-
 // authorize resolves the account of key.
 func (h *Handler) authorize(ctx context.Context, key string) (string, *httpError) {
 	id := envelope.AccountID(key)
@@ -275,55 +261,117 @@ func (h *Handler) headerAccount(ctx context.Context, r *http.Request) (key, acco
 	return key, accountID, true, herr
 }
 
-// writeKeyAccount authorizes a body's writeKey, the Tracking API's other
-// place for the key.
-func (h *Handler) writeKeyAccount(ctx context.Context, writeKey string) (string, *httpError) {
-	if writeKey == "" {
-		return "", fail(http.StatusUnauthorized, "missing API key: send it as the Basic auth username or as writeKey")
+// budget is the memory one request holds against the instance's
+// MaxInflightBytes; release returns it.
+type budget struct {
+	h    *Handler
+	held int64
+}
+
+// take reserves n more bytes, or reports false (and reserves nothing) when
+// the instance would pass its limit.
+func (b *budget) take(n int) bool {
+	if n <= 0 {
+		return true
 	}
-	return h.authorize(ctx, writeKey)
+	if b.h.inflight.Add(int64(n)) > b.h.opts.MaxInflightBytes {
+		b.h.inflight.Add(-int64(n))
+		return false
+	}
+	b.held += int64(n)
+	return true
+}
+
+func (b *budget) release() {
+	b.h.inflight.Add(-b.held)
+	b.held = 0
+}
+
+// treeFactor is how much memory a decoded event takes per byte of its JSON,
+// roughly (maps, interface values, strings), for the in-flight budget.
+const treeFactor = 4
+
+// intake is what every event endpoint does before its events: refuse what
+// the headers show (type, encoding, declared size), authenticate from the
+// Authorization header before reading the body, read and pre-scan the body
+// within limit, and, when there was no header, authenticate the body's
+// writeKey (when bodyKey allows it) found by the pre-pass without decoding
+// the body. The caller must release the budget.
+func (h *Handler) intake(ctx context.Context, r *http.Request, limit int64, bodyKey bool, b *budget) (*request, *segment.Scanner, *httpError) {
+	if herr := checkHeaders(r, limit); herr != nil {
+		return nil, nil, herr
+	}
+	key, present, herr := headerKey(r)
+	if herr != nil {
+		return nil, nil, herr
+	}
+	if !present && !bodyKey {
+		return nil, nil, fail(http.StatusUnauthorized, "missing Authorization: Basic base64(<api key>:)")
+	}
+	req := &request{key: key}
+	if present {
+		if req.accountID, herr = h.authorize(ctx, key); herr != nil {
+			return nil, nil, herr
+		}
+	}
+	sc := &segment.Scanner{}
+	body, herr := h.readBody(r, limit, sc, b.take)
+	if herr != nil {
+		return nil, nil, herr.about(req.accountID, "")
+	}
+	req.body = body
+	if err := segment.CheckObject(body, sc); err != nil {
+		return nil, nil, fail(http.StatusBadRequest, "%v", err).about(req.accountID, "")
+	}
+	if !present {
+		wk, err := segment.WriteKey(body, sc)
+		if err != nil {
+			return nil, nil, fail(http.StatusBadRequest, "%v", err)
+		}
+		if wk == "" {
+			return nil, nil, fail(http.StatusUnauthorized, "missing API key: send it as the Basic auth username or as writeKey")
+		}
+		req.key = wk
+		if req.accountID, herr = h.authorize(ctx, wk); herr != nil {
+			return nil, nil, herr
+		}
+	}
+	if !b.take(treeFactor * len(body)) {
+		return nil, nil, busy().about(req.accountID, "")
+	}
+	return req, sc, nil
 }
 
 // destination serves POST /: one event as Segment delivers it to a partner
 // destination.
 func (h *Handler) destination(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	body, herr := readBody(r, segment.MaxEventBytes)
+	b := &budget{h: h}
+	defer b.release()
+	req, sc, herr := h.intake(ctx, r, segment.MaxEventBytes, false, b)
 	if herr != nil {
 		h.answer(ctx, w, herr)
 		return
 	}
-	key, present, herr := headerKey(r)
-	if herr == nil && !present {
-		herr = fail(http.StatusUnauthorized, "missing Authorization: Basic base64(<api key>:)")
-	}
-	if herr != nil {
-		h.answer(ctx, w, herr)
-		return
-	}
-	accountID, herr := h.authorize(ctx, key)
-	if herr != nil {
-		h.answer(ctx, w, herr)
-		return
-	}
-	var settings json.RawMessage
 	if v := r.Header.Get("X-Segment-Settings"); v != "" {
 		o, err := account.ParseSettingsHeader(v)
+		if err == nil {
+			err = o.Validate()
+		}
 		if err != nil {
-			h.answer(ctx, w, fail(http.StatusBadRequest, "X-Segment-Settings: %v", err))
+			h.answer(ctx, w, fail(http.StatusBadRequest, "%v", err).about(req.accountID, ""))
 			return
 		}
-		if settings, err = json.Marshal(o); err != nil {
+		if req.settings, err = json.Marshal(o); err != nil {
 			h.answer(ctx, w, &httpError{status: http.StatusInternalServerError, msg: "could not encode settings", err: err})
 			return
 		}
 	}
-	ev, herr := h.decodeEvent(body, "")
+	ev, herr := h.decodeEvent(req.body, sc, "")
 	if herr != nil {
-		h.answer(ctx, w, herr.about(accountID, ""))
+		h.answer(ctx, w, herr.about(req.accountID, ""))
 		return
 	}
-	req := &request{key: key, accountID: accountID, settings: settings}
 	if herr := h.publish(ctx, req, ev); herr != nil {
 		h.answer(ctx, w, herr)
 		return
@@ -336,50 +384,46 @@ func (h *Handler) tracking(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	typ := segment.Type(r.PathValue("type"))
 	if !typ.Known() {
-		h.answer(ctx, w, fail(http.StatusNotFound, "unknown endpoint /v1/%s", truncate(string(typ), 30)))
+		h.answer(ctx, w, fail(http.StatusNotFound, "unknown endpoint: the Tracking API serves /v1/identify, track, page, screen, group, alias and batch"))
 		return
 	}
-	body, herr := readBody(r, segment.MaxEventBytes)
+	b := &budget{h: h}
+	defer b.release()
+	req, sc, herr := h.intake(ctx, r, segment.MaxEventBytes, true, b)
 	if herr != nil {
 		h.answer(ctx, w, herr)
 		return
 	}
-	key, accountID, present, herr := h.headerAccount(ctx, r)
+	ev, herr := h.decodeEvent(req.body, sc, typ)
 	if herr != nil {
-		h.answer(ctx, w, herr)
+		h.answer(ctx, w, herr.about(req.accountID, messageIDOf(ev)))
 		return
 	}
-	ev, err := segment.Decode(body)
-	if err != nil {
-		h.answer(ctx, w, fail(http.StatusBadRequest, "%v", err))
-		return
-	}
-	if !present {
-		key = ev.WriteKey
-		if accountID, herr = h.writeKeyAccount(ctx, key); herr != nil {
-			h.answer(ctx, w, herr)
-			return
-		}
-	}
-	if herr := h.prepare(ev, typ); herr != nil {
-		h.answer(ctx, w, herr.about(accountID, ev.MessageID))
-		return
-	}
-	if herr := h.publish(ctx, &request{key: key, accountID: accountID}, ev); herr != nil {
+	if herr := h.publish(ctx, req, ev); herr != nil {
 		h.answer(ctx, w, herr)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"success": true, "messageId": ev.MessageID})
 }
 
-// decodeEvent decodes and prepares one event of a request body.
-func (h *Handler) decodeEvent(body []byte, typ segment.Type) (*segment.Event, *httpError) {
-	ev, err := segment.Decode(body)
+func messageIDOf(ev *segment.Event) string {
+	if ev == nil {
+		return ""
+	}
+	return ev.MessageID
+}
+
+// decodeEvent decodes and prepares the event of a scanned request body. An
+// event that decodes but fails validation is returned with the error, so
+// that the caller can name it.
+func (h *Handler) decodeEvent(body []byte, sc *segment.Scanner, typ segment.Type) (*segment.Event, *httpError) {
+	h.work.decoded.Add(int64(len(body)))
+	ev, err := segment.DecodeScanned(body, sc)
 	if err != nil {
 		return nil, fail(http.StatusBadRequest, "%v", err)
 	}
 	if herr := h.prepare(ev, typ); herr != nil {
-		return nil, herr
+		return ev, herr
 	}
 	return ev, nil
 }
@@ -428,57 +472,62 @@ type rejectedEvent struct {
 // event was published.
 func (h *Handler) batch(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	body, herr := readBody(r, segment.MaxRequestBytes)
+	bud := &budget{h: h}
+	defer bud.release()
+	req, sc, herr := h.intake(ctx, r, segment.MaxRequestBytes, true, bud)
 	if herr != nil {
 		h.answer(ctx, w, herr)
 		return
 	}
-	key, accountID, present, herr := h.headerAccount(ctx, r)
-	if herr != nil {
-		h.answer(ctx, w, herr)
-		return
-	}
-	b, err := segment.DecodeBatch(body)
+	b, err := segment.DecodeScannedBatch(req.body, sc)
 	if err != nil {
-		h.answer(ctx, w, fail(http.StatusBadRequest, "%v", err))
-		return
-	}
-	if !present {
-		key = b.WriteKey
-		if accountID, herr = h.writeKeyAccount(ctx, key); herr != nil {
-			h.answer(ctx, w, herr)
-			return
+		status := http.StatusBadRequest
+		var tl *segment.TooLargeError
+		if errors.As(err, &tl) {
+			status = http.StatusRequestEntityTooLarge
 		}
-	}
-	if len(b.Items) > segment.MaxBatchEvents {
-		h.answer(ctx, w, fail(http.StatusRequestEntityTooLarge, "batch of %d events; at most %d", len(b.Items), segment.MaxBatchEvents))
+		h.answer(ctx, w, fail(status, "%v", err).about(req.accountID, ""))
 		return
 	}
 	res := batchResult{Success: true, Accepted: []acceptedEvent{}, Rejected: []rejectedEvent{}}
 	valid := make([]*segment.Event, 0, len(b.Items))
 	index := make([]int, 0, len(b.Items))
+	published := 0 // bytes of the events as they will be published
 	for i, raw := range b.Items {
 		if len(raw) > segment.MaxEventBytes {
 			h.metrics.reject(ctx, http.StatusRequestEntityTooLarge, "invalid_batch_event")
 			res.Rejected = append(res.Rejected, rejectedEvent{Index: i, Message: fmt.Sprintf("event larger than %d bytes", segment.MaxEventBytes)})
 			continue
 		}
+		h.work.decoded.Add(int64(len(raw)))
 		ev, err := segment.Decode(raw)
 		if err != nil {
 			h.metrics.reject(ctx, http.StatusBadRequest, "invalid_batch_event")
 			res.Rejected = append(res.Rejected, rejectedEvent{Index: i, Message: err.Error()})
 			continue
 		}
-		b.Merge(ev)
+		size := len(raw) + b.Merge(ev)
+		if size > segment.MaxEventBytes {
+			h.metrics.reject(ctx, http.StatusRequestEntityTooLarge, "invalid_batch_event")
+			res.Rejected = append(res.Rejected, rejectedEvent{Index: i, MessageID: ev.MessageID,
+				Message: fmt.Sprintf("event larger than %d bytes once the batch's context and integrations are merged into it", segment.MaxEventBytes)})
+			continue
+		}
 		if herr := h.prepare(ev, ""); herr != nil {
 			h.metrics.reject(ctx, herr.status, "invalid_batch_event")
 			res.Rejected = append(res.Rejected, rejectedEvent{Index: i, MessageID: ev.MessageID, Message: herr.msg})
 			continue
 		}
+		published += size
 		valid = append(valid, ev)
 		index = append(index, i)
 	}
-	req := &request{key: key, accountID: accountID}
+	// The messages about to be built are the bulk of a batch's memory.
+	if !bud.take(published) {
+		h.answer(ctx, w, busy().about(req.accountID, ""))
+		return
+	}
+	req.body = nil
 	// Each event is encoded here, one after the other, and only the wait
 	// for its confirmation runs in a goroutine of its own: encoding in
 	// short-lived goroutines would grow a fresh stack for each event.
@@ -501,7 +550,7 @@ func (h *Handler) batch(w http.ResponseWriter, r *http.Request) {
 		res.Accepted = append(res.Accepted, acceptedEvent{Index: index[i], MessageID: valid[i].MessageID})
 	}
 	if len(res.Rejected) > 0 {
-		h.log.InfoContext(ctx, "batch events rejected", "account", accountID, "rejected", len(res.Rejected), "accepted", len(res.Accepted))
+		h.log.InfoContext(ctx, "batch events rejected", "account", req.accountID, "rejected", len(res.Rejected), "accepted", len(res.Accepted))
 	}
 	writeJSON(w, http.StatusOK, res)
 }
@@ -602,11 +651,4 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
