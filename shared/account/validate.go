@@ -67,7 +67,7 @@ func checkSettings(ps *problems, prefix string, match, override *string, quote b
 }
 
 // Validate checks the settings an X-Segment-Settings header carries with
-// the rules Account.Validate applies to stored settings (contract §6: a
+// the rules Account.Validate applies to stored settings (docs/api.md §1: a
 // header that would make every event fail is refused), for the keys
 // present. Its *HeaderError names each setting at fault and never quotes
 // the header.

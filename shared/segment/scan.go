@@ -6,8 +6,7 @@ import (
 	"unicode/utf8"
 )
 
-// Bounds every JSON body meets before anything decodes it (docs/api.md §1
-// "Input bounds").
+// Bounds every JSON body meets before anything decodes it (docs/api.md §1).
 const (
 	// MaxDepth is the deepest nesting of objects and arrays accepted
 	// anywhere in a body.
