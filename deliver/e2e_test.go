@@ -209,6 +209,10 @@ func (p *pipeline) startIngest() {
 		"FIRESTORE_EMULATOR_HOST=" + p.env.FirestoreHost,
 		"PUBSUB_TOPIC=" + p.topic,
 		"ACCOUNTS_COLLECTION=" + p.accounts,
+		// The event console reads deliver's records; explain looks up in
+		// the stand-in.
+		"DELIVERIES_COLLECTION=" + p.deliveries,
+		"STARTDELIVER_API_URL=" + p.sd.URL(),
 		"CONFIG_CACHE_TTL=1s",
 		"OTEL_TRACES_EXPORTER=none", "OTEL_METRICS_EXPORTER=none",
 		"LOG_LEVEL=warn",

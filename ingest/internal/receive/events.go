@@ -187,9 +187,14 @@ func (h *Handler) explain(w http.ResponseWriter, r *http.Request) {
 	}
 	var header account.SettingsOverride
 	if v := r.Header.Get("X-Segment-Settings"); v != "" {
+		// The same checks as POST /: a header deliver could not apply is
+		// refused here too.
 		o, err := account.ParseSettingsHeader(v)
+		if err == nil {
+			err = o.Validate()
+		}
 		if err != nil {
-			h.answer(ctx, w, fail(http.StatusBadRequest, "X-Segment-Settings: %v", err))
+			h.answer(ctx, w, fail(http.StatusBadRequest, "%v", err).about(accountID, ""))
 			return
 		}
 		header = o

@@ -344,8 +344,8 @@ func TestExplain(t *testing.T) {
 	if got.Match == nil || got.Match.Field != "externalId" || got.Match.Value != "ada" {
 		t.Errorf("match = %+v, want externalId = ada", got.Match)
 	}
-	// A bad event is a 400, as on POST /.
-	for _, tc := range []struct{ body, settings string }{{`{"type":"track"}`, ""}, {`not json`, ""}} {
+	// A bad event or settings header is a 400, as on POST /.
+	for _, tc := range []struct{ body, settings string }{{`{"type":"track"}`, ""}, {`not json`, ""}, {`{"type":"track","event":"x","userId":"a"}`, `{"segmentOverrideMatchingField":"a[["}`}} {
 		if w := postExplain(h, "/v1/explain", tc.body, tc.settings); w.Code != http.StatusBadRequest {
 			t.Errorf("explain %s (settings %s) = %d, want 400", tc.body, tc.settings, w.Code)
 		}
