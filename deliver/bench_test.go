@@ -37,6 +37,7 @@ import (
 	"github.com/startdeliver/segment-destination/shared/accountstore"
 	"github.com/startdeliver/segment-destination/shared/emulatortest"
 	"github.com/startdeliver/segment-destination/shared/envelope"
+	"github.com/startdeliver/segment-destination/shared/gcpclient"
 	"github.com/startdeliver/segment-destination/shared/segment"
 )
 
@@ -573,7 +574,7 @@ func (b *bench) memory(bin string, backlog int) memoryResult {
 	t.Cleanup(func() {
 		// deliver creates an inspection subscription on its dead-letter topic.
 		_ = b.ps.SubscriptionAdminClient.DeleteSubscription(context.Background(), &pubsubpb.DeleteSubscriptionRequest{
-			Subscription: emulatortest.SubscriptionName(b.env.Project, topic+"-dead-inspect")})
+			Subscription: gcpclient.SubscriptionName(b.env.Project, topic+"-dead-inspect")})
 	})
 
 	cmd := exec.Command(bin)

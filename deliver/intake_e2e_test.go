@@ -14,6 +14,7 @@ import (
 	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver/startdelivertest"
 	"github.com/startdeliver/segment-destination/shared/emulatortest"
 	"github.com/startdeliver/segment-destination/shared/envelope"
+	"github.com/startdeliver/segment-destination/shared/gcpclient"
 	"github.com/startdeliver/segment-destination/shared/segment"
 )
 
@@ -93,7 +94,7 @@ func TestCloudEventMode(t *testing.T) {
 	}
 	m := msgs[0]
 	data, _ := json.Marshal(map[string]any{
-		"subscription": emulatortest.SubscriptionName(p.env.Project, tap),
+		"subscription": gcpclient.SubscriptionName(p.env.Project, tap),
 		"message": map[string]any{
 			"data": base64.StdEncoding.EncodeToString(m.Data), "attributes": m.Attributes,
 			"messageId": m.ID, "publishTime": m.PublishTime.Format(time.RFC3339Nano),
@@ -104,7 +105,7 @@ func TestCloudEventMode(t *testing.T) {
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("ce-specversion", "1.0")
 		req.Header.Set("ce-id", m.ID)
-		req.Header.Set("ce-source", "//pubsub.googleapis.com/"+emulatortest.TopicName(p.env.Project, p.topic))
+		req.Header.Set("ce-source", "//pubsub.googleapis.com/"+gcpclient.TopicName(p.env.Project, p.topic))
 		req.Header.Set("ce-type", "google.cloud.pubsub.topic.v1.messagePublished")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {

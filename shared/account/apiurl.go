@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+
+	"github.com/startdeliver/segment-destination/shared/abbrev"
 )
 
 // DefaultAPIHost is Startdeliver's own API host, the one host a per-account
@@ -37,7 +39,7 @@ func APIURLPolicyFromEnv(getenv func(string) string, emulator bool) (APIURLPolic
 		}
 		name := strings.TrimPrefix(h, "*.")
 		if name == "" || strings.ContainsAny(name, "*/:@?#[] ") || !strings.Contains(name, ".") && name != "localhost" {
-			return p, fmt.Errorf("STARTDELIVER_API_HOSTS: %q is not a host name (want app.startdeliver.com or *.startdeliver.com)", clip(h, 60))
+			return p, fmt.Errorf("STARTDELIVER_API_HOSTS: %q is not a host name (want app.startdeliver.com or *.startdeliver.com)", abbrev.String(h, 60))
 		}
 		p.Hosts = append(p.Hosts, h)
 	}
@@ -63,7 +65,7 @@ func (p APIURLPolicy) Check(raw string) error {
 		return errors.New("want https")
 	}
 	if !p.allows(host) {
-		return fmt.Errorf("host %q is not an allowed Startdeliver API host (allowed: %s; set STARTDELIVER_API_HOSTS)", clip(host, 80), strings.Join(p.hosts(), ", "))
+		return fmt.Errorf("host %q is not an allowed Startdeliver API host (allowed: %s; set STARTDELIVER_API_HOSTS)", abbrev.String(host, 80), strings.Join(p.hosts(), ", "))
 	}
 	return nil
 }

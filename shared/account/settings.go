@@ -210,10 +210,3 @@ func kind(v any) string {
 	}
 	return fmt.Sprintf("%T", v)
 }
-
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}

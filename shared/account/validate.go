@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/startdeliver/segment-destination/shared/abbrev"
 	"github.com/startdeliver/segment-destination/shared/fieldpath"
 )
 
@@ -91,7 +92,7 @@ func checkPathQuoted(ps *problems, key, path string, quote bool) {
 		var se *fieldpath.SyntaxError
 		switch {
 		case errors.As(err, &se) && quote:
-			ps.add(key, "bad field path %q at offset %d: %s", clip(path, 80), se.Pos, se.Msg)
+			ps.add(key, "bad field path %q at offset %d: %s", abbrev.String(path, 80), se.Pos, se.Msg)
 		case errors.As(err, &se):
 			ps.add(key, "bad field path at offset %d: %s", se.Pos, se.Msg)
 		case quote:
@@ -104,7 +105,7 @@ func checkPathQuoted(ps *problems, key, path string, quote bool) {
 
 func checkType(ps *problems, key string, t Type) {
 	if t != "" && !t.Known() {
-		ps.add(key, "unknown type %q (want text, number, boolean or date)", clip(string(t), 40))
+		ps.add(key, "unknown type %q (want text, number, boolean or date)", abbrev.String(string(t), 40))
 	}
 }
 
@@ -140,7 +141,7 @@ func checkMappings(ps *problems, key string, ms []Mapping, reserved map[string]s
 			ps.add(k+".field", "%q cannot be mapped: %s", f, reserved[f])
 		default:
 			if j, dup := seen[f]; dup {
-				ps.add(k+".field", "%q is already mapped by %s[%d]", clip(f, 40), key, j)
+				ps.add(k+".field", "%q is already mapped by %s[%d]", abbrev.String(f, 40), key, j)
 			} else {
 				seen[f] = i
 			}
@@ -180,7 +181,7 @@ func checkAPIURL(raw string) error {
 		}
 		return errors.New("http is allowed only for loopback hosts; use https")
 	}
-	return fmt.Errorf("scheme %q not supported; use https", clip(u.Scheme, 20))
+	return fmt.Errorf("scheme %q not supported; use https", abbrev.String(u.Scheme, 20))
 }
 
 func isLoopback(host string) bool {

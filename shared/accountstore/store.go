@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/startdeliver/segment-destination/shared/abbrev"
 	"github.com/startdeliver/segment-destination/shared/account"
 )
 
@@ -187,7 +188,7 @@ func (s *Store) load(ctx context.Context, id string) (*Entry, error) {
 		return nil, ErrUnknown
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read account %s: %w", short(id), err)
+		return nil, fmt.Errorf("read account %s: %w", abbrev.ID(id), err)
 	}
 	e := entryFrom(id, snap.Data())
 	s.remember(id, e)
@@ -215,14 +216,14 @@ func entryFrom(id string, data map[string]any) *Entry {
 	}
 	a, err := account.FromMap(data)
 	if err != nil {
-		e.Invalid = fmt.Errorf("account %s: %w", short(id), err)
+		e.Invalid = fmt.Errorf("account %s: %w", abbrev.ID(id), err)
 		return e
 	}
 	e.Account = a
 	e.Disabled = a.Disabled
 	c, err := account.Compile(a)
 	if err != nil {
-		e.Invalid = fmt.Errorf("account %s: %w", short(id), err)
+		e.Invalid = fmt.Errorf("account %s: %w", abbrev.ID(id), err)
 		return e
 	}
 	e.Compiled = c
@@ -233,10 +234,10 @@ func entryFrom(id string, data map[string]any) *Entry {
 // itself is never written.
 func (s *Store) Put(ctx context.Context, id string, a *account.Account) error {
 	if _, err := account.Compile(a); err != nil {
-		return fmt.Errorf("account %s: %w", short(id), err)
+		return fmt.Errorf("account %s: %w", abbrev.ID(id), err)
 	}
 	if _, err := s.fs.Collection(s.col).Doc(id).Set(ctx, a.Map()); err != nil {
-		return fmt.Errorf("write account %s: %w", short(id), err)
+		return fmt.Errorf("write account %s: %w", abbrev.ID(id), err)
 	}
 	s.Forget(id)
 	return nil
@@ -246,7 +247,7 @@ func (s *Store) Put(ctx context.Context, id string, a *account.Account) error {
 // error.
 func (s *Store) Delete(ctx context.Context, id string) error {
 	if _, err := s.fs.Collection(s.col).Doc(id).Delete(ctx); err != nil {
-		return fmt.Errorf("delete account %s: %w", short(id), err)
+		return fmt.Errorf("delete account %s: %w", abbrev.ID(id), err)
 	}
 	s.Forget(id)
 	return nil
@@ -259,7 +260,7 @@ func (s *Store) Read(ctx context.Context, id string) (*Entry, error) {
 		return nil, ErrUnknown
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read account %s: %w", short(id), err)
+		return nil, fmt.Errorf("read account %s: %w", abbrev.ID(id), err)
 	}
 	return entryFrom(id, snap.Data()), nil
 }
@@ -296,12 +297,4 @@ func (s *Store) Listen(ctx context.Context) error {
 			s.Forget(ch.Doc.Ref.ID)
 		}
 	}
-}
-
-// short abbreviates an account id for messages.
-func short(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
 }

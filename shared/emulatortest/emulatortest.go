@@ -22,6 +22,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/startdeliver/segment-destination/shared/gcpclient"
 )
 
 // Env is the emulator environment of a test.
@@ -147,18 +149,10 @@ func (emulatorOwner) GetRequestMetadata(context.Context, ...string) (map[string]
 }
 func (emulatorOwner) RequireTransportSecurity() bool { return false }
 
-// TopicName is the full resource name of a topic.
-func TopicName(project, topic string) string { return "projects/" + project + "/topics/" + topic }
-
-// SubscriptionName is the full resource name of a subscription.
-func SubscriptionName(project, sub string) string {
-	return "projects/" + project + "/subscriptions/" + sub
-}
-
 // CreateTopic creates a topic, deleted when the test ends.
 func CreateTopic(t testing.TB, c *pubsub.Client, project, topic string) {
 	t.Helper()
-	name := TopicName(project, topic)
+	name := gcpclient.TopicName(project, topic)
 	if _, err := c.TopicAdminClient.CreateTopic(context.Background(), &pubsubpb.Topic{Name: name}); err != nil {
 		t.Fatalf("create topic %s: %v", topic, err)
 	}
@@ -182,8 +176,8 @@ type SubscriptionOptions struct {
 func CreateSubscription(t testing.TB, c *pubsub.Client, project, topic, sub string, o SubscriptionOptions) {
 	t.Helper()
 	s := &pubsubpb.Subscription{
-		Name:                  SubscriptionName(project, sub),
-		Topic:                 TopicName(project, topic),
+		Name:                  gcpclient.SubscriptionName(project, sub),
+		Topic:                 gcpclient.TopicName(project, topic),
 		EnableMessageOrdering: o.Ordering,
 		AckDeadlineSeconds:    10,
 	}
@@ -191,7 +185,7 @@ func CreateSubscription(t testing.TB, c *pubsub.Client, project, topic, sub stri
 		s.AckDeadlineSeconds = int32(o.AckDeadline / time.Second)
 	}
 	if o.DeadLetterTopic != "" {
-		s.DeadLetterPolicy = &pubsubpb.DeadLetterPolicy{DeadLetterTopic: TopicName(project, o.DeadLetterTopic), MaxDeliveryAttempts: o.MaxDeliveryAttempts}
+		s.DeadLetterPolicy = &pubsubpb.DeadLetterPolicy{DeadLetterTopic: gcpclient.TopicName(project, o.DeadLetterTopic), MaxDeliveryAttempts: o.MaxDeliveryAttempts}
 	}
 	if o.PushEndpoint != "" {
 		s.PushConfig = &pubsubpb.PushConfig{PushEndpoint: o.PushEndpoint}

@@ -18,6 +18,8 @@ package fieldpath
 import (
 	"strconv"
 	"strings"
+
+	"github.com/startdeliver/segment-destination/shared/abbrev"
 )
 
 // Path is a parsed field path. The zero Path is empty and finds nothing.
@@ -41,14 +43,7 @@ type SyntaxError struct {
 }
 
 func (e *SyntaxError) Error() string {
-	return "invalid field path " + strconv.Quote(clip(e.Path, 80)) + " at offset " + strconv.Itoa(e.Pos) + ": " + e.Msg
-}
-
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
+	return "invalid field path " + strconv.Quote(abbrev.String(e.Path, 80)) + " at offset " + strconv.Itoa(e.Pos) + ": " + e.Msg
 }
 
 // maxIndex bounds array indices so that parsing never overflows.

@@ -35,6 +35,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/startdeliver/segment-destination/shared/abbrev"
 	"github.com/startdeliver/segment-destination/shared/account"
 	"github.com/startdeliver/segment-destination/shared/fieldpath"
 	"github.com/startdeliver/segment-destination/shared/segment"
@@ -174,7 +175,7 @@ func Decide(ev *segment.Event, s account.Settings, c *account.Compiled) (*Plan, 
 	case segment.TypeAlias:
 		return &Plan{Skip: "alias calls have no effect in Startdeliver"}, nil
 	}
-	return nil, errorf(ClassEvent, "unsupported event type %q", clip(string(ev.Type), 40))
+	return nil, errorf(ClassEvent, "unsupported event type %q", abbrev.String(string(ev.Type), 40))
 }
 
 // decideUsage plans a track, page or screen event (docs/api.md §3).
@@ -430,11 +431,4 @@ func (p *Plan) entity(name, field string, value any, mapping []account.FieldRule
 	e.Create[field] = value
 	e.Update = update
 	return e
-}
-
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

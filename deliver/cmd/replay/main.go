@@ -152,7 +152,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	r := &replayer{
 		subs:         adminSubscriptions{client.SubscriptionAdminClient},
 		publisher:    topicPublisher{publisher},
-		subscription: subscriptionName(cfg.Project, cfg.Subscription),
+		subscription: gcpclient.SubscriptionName(cfg.Project, cfg.Subscription),
 		topic:        cfg.Topic,
 		filter:       cfg.filter,
 		dryRun:       cfg.dryRun,
@@ -164,15 +164,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		now:          time.Now,
 	}
 	return r.run(ctx)
-}
-
-// subscriptionName is the full resource name of sub, which may already be
-// one.
-func subscriptionName(project, sub string) string {
-	if strings.HasPrefix(sub, "projects/") {
-		return sub
-	}
-	return "projects/" + project + "/subscriptions/" + sub
 }
 
 func or(v, def string) string {

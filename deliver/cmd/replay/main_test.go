@@ -146,7 +146,7 @@ func (e *pubsubEnv) drain(t *testing.T, sub string, want int) map[string]*pubsub
 		}
 	}
 	resp, err := e.client.SubscriptionAdminClient.Pull(context.Background(), &pubsubpb.PullRequest{
-		Subscription: emulatortest.SubscriptionName(e.project, sub), MaxMessages: 100, ReturnImmediately: true,
+		Subscription: gcpclient.SubscriptionName(e.project, sub), MaxMessages: 100, ReturnImmediately: true,
 	})
 	if err != nil {
 		t.Fatalf("pull %s: %v", sub, err)

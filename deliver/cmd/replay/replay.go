@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/startdeliver/segment-destination/shared/abbrev"
 	"github.com/startdeliver/segment-destination/shared/envelope"
 )
 
@@ -522,16 +523,13 @@ func (r *replayer) summary() {
 		r.c.moved, r.topic, r.c.skipped, r.c.overLimit, r.c.undecodable, r.c.failed, r.c.ackFailed, r.c.seen, elapsed)
 }
 
-// short is the first 12 characters of an account id, enough to tell
-// accounts apart in a listing.
+// short is an account id as a listing shows it: abbreviated, "-" when
+// there is none.
 func short(id string) string {
 	if id == "" {
 		return "-"
 	}
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
+	return abbrev.ID(id)
 }
 
 // oneLine collapses whitespace so an error stays on its listing line.

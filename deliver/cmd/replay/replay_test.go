@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/startdeliver/segment-destination/shared/envelope"
+	"github.com/startdeliver/segment-destination/shared/gcpclient"
 )
 
 func TestParse(t *testing.T) {
@@ -55,10 +56,10 @@ func TestParse(t *testing.T) {
 	if c.filter.account != "abc" || c.Topic != "t" || c.Subscription != "s" {
 		t.Errorf("parse = account %q, topic %q, subscription %q; want abc, t, s", c.filter.account, c.Topic, c.Subscription)
 	}
-	if got, want := subscriptionName("p", "s"), "projects/p/subscriptions/s"; got != want {
+	if got, want := gcpclient.SubscriptionName("p", "s"), "projects/p/subscriptions/s"; got != want {
 		t.Errorf("subscriptionName(p, s) = %q, want %q", got, want)
 	}
-	if got, want := subscriptionName("p", "projects/q/subscriptions/s"), "projects/q/subscriptions/s"; got != want {
+	if got, want := gcpclient.SubscriptionName("p", "projects/q/subscriptions/s"), "projects/q/subscriptions/s"; got != want {
 		t.Errorf("subscriptionName(p, full) = %q, want %q", got, want)
 	}
 }
