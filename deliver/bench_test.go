@@ -845,10 +845,10 @@ func (c *timedCompletions) Done(ctx context.Context, accountID, messageID string
 	return c.Store.Done(ctx, accountID, messageID)
 }
 
-func (c *timedCompletions) Complete(ctx context.Context, accountID, messageID, outcome string) error {
+func (c *timedCompletions) Complete(ctx context.Context, r dedupe.Record) error {
 	began := time.Now()
 	defer func() { c.completes.Add(1); c.completeNanos.Add(int64(time.Since(began))) }()
-	return c.Store.Complete(ctx, accountID, messageID, outcome)
+	return c.Store.Complete(ctx, r)
 }
 
 // perCall is documents ÷ calls.

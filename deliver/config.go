@@ -67,8 +67,18 @@ type config struct {
 	// stay leased before Pub/Sub redelivers them.
 	AckExtension time.Duration
 	// PerAccount is ACCOUNT_CONCURRENCY (default 8): events of one account
-	// in progress at once.
+	// in progress at once; the others wait their turn in process.
 	PerAccount int
+	// Budget is DELIVERY_BUDGET (default 5s): the most one delivery takes
+	// from its turn to its outcome, in-process retries included. With the
+	// outcome's writes (finishTimeout) it must fit in the shutdown grace.
+	Budget time.Duration
+	// MaxRate is STARTDELIVER_MAX_RATE (default 20): the most requests per
+	// second deliver sends for one account; a 429 lowers it for a while.
+	MaxRate float64
+	// AckDeadline is ACK_DEADLINE (default 60s): the subscription's ack
+	// deadline, which bounds how long a push request may wait for its turn.
+	AckDeadline time.Duration
 	// LogLevel is LOG_LEVEL.
 	LogLevel string
 	// Emulator is true when PUBSUB_EMULATOR_HOST is set: topics and the
@@ -114,6 +124,19 @@ func loadConfig(getenv func(string) string) (*config, error) {
 	if c.PerAccount, err = envconfig.Int(getenv, "ACCOUNT_CONCURRENCY", 8); err != nil {
 		return nil, err
 	}
+	if c.Budget, err = envconfig.Duration(getenv, "DELIVERY_BUDGET", 5*time.Second); err != nil {
+		return nil, err
+	}
+	if c.AckDeadline, err = envconfig.Duration(getenv, "ACK_DEADLINE", 60*time.Second); err != nil {
+		return nil, err
+	}
+	if v := getenv("STARTDELIVER_MAX_RATE"); v != "" {
+		if c.MaxRate, err = strconv.ParseFloat(v, 64); err != nil {
+			return nil, fmt.Errorf("STARTDELIVER_MAX_RATE=%q: want requests per second", v)
+		}
+	} else {
+		c.MaxRate = 20
+	}
 	if c.ConfigListener, err = envconfig.Bool(getenv, "CONFIG_LISTENER", c.Mode == "pull"); err != nil {
 		return nil, err
 	}
@@ -146,5 +169,25 @@ func (c *config) validate() error {
 			errs = append(errs, fmt.Errorf("%s=%d: want a positive number", name, v))
 		}
 	}
+	if c.Budget <= 0 || c.Budget+finishTimeout > shutdownGrace-time.Second {
+		errs = append(errs, fmt.Errorf("DELIVERY_BUDGET=%s: want more than 0 and at most %s, so that a delivery and its outcome end within the %s shutdown grace", c.Budget, shutdownGrace-time.Second-finishTimeout, shutdownGrace))
+	}
+	if c.MaxRate <= 0 {
+		errs = append(errs, fmt.Errorf("STARTDELIVER_MAX_RATE=%v: want a positive number", c.MaxRate))
+	}
+	if c.AckDeadline < 10*time.Second || c.AckDeadline > 600*time.Second {
+		errs = append(errs, fmt.Errorf("ACK_DEADLINE=%s: want the subscription's, between 10s and 600s", c.AckDeadline))
+	}
 	return errors.Join(errs...)
+}
+
+// finishTimeout bounds a delivery's outcome writes (completion record, dead
+// letter).
+const finishTimeout = 2 * time.Second
+
+// turnWait is how long a push request waits for its account's turn: what
+// the ack deadline leaves after the delivery's budget, its outcome and a
+// margin for Pub/Sub's round trip.
+func (c *config) turnWait() time.Duration {
+	return max(c.AckDeadline-c.Budget-finishTimeout-5*time.Second, time.Second)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLoadConfig(t *testing.T) {
@@ -12,7 +13,8 @@ func TestLoadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Port != "8081" || c.Mode != "pull" || c.Subscription != "segment-events-deliver" || c.DeadLetterTopic != "segment-events-dead" ||
-		c.StartdeliverURL != "https://app.startdeliver.com/api/v1" || !c.ConfigListener || c.PerAccount != 8 {
+		c.StartdeliverURL != "https://app.startdeliver.com/api/v1" || !c.ConfigListener || c.PerAccount != 8 ||
+		c.Budget != 5*time.Second || c.AckDeadline != time.Minute || c.MaxRate != 20 || c.turnWait() != 48*time.Second {
 		t.Errorf("defaults = %+v", c)
 	}
 	push, err := loadConfig(env(map[string]string{"GOOGLE_CLOUD_PROJECT": "p", "DELIVER_MODE": "push",
@@ -37,6 +39,10 @@ func TestLoadConfig(t *testing.T) {
 		{map[string]string{"GOOGLE_CLOUD_PROJECT": "p", "ACCOUNT_CONCURRENCY": "0"}, "ACCOUNT_CONCURRENCY"},
 		{map[string]string{"GOOGLE_CLOUD_PROJECT": "p", "PULL_STREAMS": "many"}, "PULL_STREAMS"},
 		{map[string]string{"GOOGLE_CLOUD_PROJECT": "p", "CONFIG_LISTENER": "sometimes"}, "CONFIG_LISTENER"},
+		// A budget that, with the outcome's writes, outlasts the shutdown grace.
+		{map[string]string{"GOOGLE_CLOUD_PROJECT": "p", "DELIVERY_BUDGET": "7s"}, "DELIVERY_BUDGET"},
+		{map[string]string{"GOOGLE_CLOUD_PROJECT": "p", "ACK_DEADLINE": "5s"}, "ACK_DEADLINE"},
+		{map[string]string{"GOOGLE_CLOUD_PROJECT": "p", "STARTDELIVER_MAX_RATE": "fast"}, "STARTDELIVER_MAX_RATE"},
 	} {
 		if _, err := loadConfig(env(tt.env)); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("loadConfig(%v) = %v, want an error naming %s", tt.env, err, tt.want)

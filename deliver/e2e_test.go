@@ -120,6 +120,9 @@ type pipelineOptions struct {
 	deliverEnv map[string]string
 	// maxAttempts is the subscription's dead-letter policy (default 10).
 	maxAttempts int32
+	// noRetryPolicy leaves the subscription without a retry policy
+	// (Pub/Sub redelivers a nack at once).
+	noRetryPolicy bool
 	// noOrdering makes a subscription without message ordering.
 	noOrdering bool
 	// ackDeadline is the subscription's (default 20s).
@@ -161,6 +164,9 @@ func newPipeline(t *testing.T, o pipelineOptions) *pipeline {
 	}
 	subOpts := emulatortest.SubscriptionOptions{Ordering: !o.noOrdering, AckDeadline: o.ackDeadline, DeadLetterTopic: p.deadTopic,
 		MaxDeliveryAttempts: o.maxAttempts, MinBackoff: time.Second}
+	if o.noRetryPolicy {
+		subOpts.MinBackoff = 0
+	}
 	deliverPort := freePort(t)
 	p.deliverURL = "http://127.0.0.1:" + deliverPort
 	if o.mode == "push" {

@@ -20,7 +20,9 @@ func TestPullModeWithPstestFallback(t *testing.T) {
 	for i := range 5 {
 		p.send(key, fmt.Sprintf(`{"type":"track","userId":"ps-%d","event":"e","messageId":"pstest-%d"}`, i%2, i), "")
 	}
-	p.send(key, `{"type":"track","anonymousId":"nobody","event":"e","messageId":"pstest-dead"}`, "")
+	// An override field the event lacks, with a userId: a dead letter (an
+	// anonymous event would be skipped).
+	p.send(key, `{"type":"track","userId":"ps-9","event":"e","messageId":"pstest-dead"}`, `{"segmentOverrideMatchingField":"properties.missing"}`)
 	eventually(t, 60*time.Second, "5 usage records through pstest", func() bool { return len(p.sd.Usage(key)) == 5 })
 	dead := p.deadLetters(1, 30*time.Second)
 	if len(dead) != 1 || dead[0].Attributes["errorClass"] != "no-match-value" {

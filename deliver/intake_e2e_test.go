@@ -25,7 +25,9 @@ func TestPushMode(t *testing.T) {
 	key := "sd-push-key"
 	p.addAccount(key, simpleAccount)
 	p.send(key, `{"type":"track","userId":"push-user","event":"Pushed","messageId":"push-1"}`, "")
-	p.send(key, `{"type":"track","anonymousId":"nobody","event":"Pushed","messageId":"push-2"}`, "")
+	// The override field is absent and the event has a userId: a dead
+	// letter, since a config fix and a replay can deliver it.
+	p.send(key, `{"type":"track","userId":"push-user","event":"Pushed","messageId":"push-2"}`, `{"segmentOverrideMatchingField":"properties.missing"}`)
 	eventually(t, 60*time.Second, "pushed usage", func() bool { return len(p.sd.Usage(key)) == 1 })
 	dead := p.deadLetters(1, 60*time.Second)
 	if len(dead) != 1 || dead[0].Attributes["errorClass"] != "no-match-value" {

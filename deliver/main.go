@@ -66,7 +66,7 @@ func init() {
 			var s *service
 			s, function.err = newService(context.Background(), os.Getenv)
 			if s != nil {
-				function.fn = intake.CloudEventFunc(s.processor)
+				function.fn = intake.CloudEventFunc(s.processor, s.cfg.turnWait())
 			}
 		})
 		if function.err != nil {
@@ -117,15 +117,18 @@ func newService(ctx context.Context, getenv func(string) string) (_ *service, er
 	}
 	s.accounts = accountstore.New(s.fs, accountstore.Options{Collection: cfg.AccountsCollection, TTL: cfg.ConfigCacheTTL})
 	s.dead = intake.NewDeadLetterPublisher(s.ps, cfg.DeadLetterTopic)
-	client := startdeliver.New(startdeliver.Options{DefaultBaseURL: cfg.StartdeliverURL, Logger: s.log, CheckBaseURL: cfg.APIURLs.Check})
+	client := startdeliver.New(startdeliver.Options{DefaultBaseURL: cfg.StartdeliverURL, Logger: s.log, CheckBaseURL: cfg.APIURLs.Check,
+		Retry: startdeliver.Retry{Budget: cfg.Budget}, RateLimit: startdeliver.RateLimit{Max: cfg.MaxRate}})
 	s.processor = delivery.New(delivery.Options{
-		Accounts:    s.accounts,
-		Completions: dedupe.New(s.fs, dedupe.Options{Collection: cfg.DeliveriesCollection}),
-		Claims:      identity.New(s.fs, identity.Options{Collection: cfg.IdentitiesCollection}),
-		Client:      client,
-		DeadLetters: s.dead,
-		PerAccount:  cfg.PerAccount,
-		Logger:      s.log,
+		Accounts:      s.accounts,
+		Completions:   dedupe.New(s.fs, dedupe.Options{Collection: cfg.DeliveriesCollection}),
+		Claims:        identity.New(s.fs, identity.Options{Collection: cfg.IdentitiesCollection}),
+		Client:        client,
+		DeadLetters:   s.dead,
+		PerAccount:    cfg.PerAccount,
+		Budget:        cfg.Budget,
+		FinishTimeout: finishTimeout,
+		Logger:        s.log,
 	})
 	return s, nil
 }
@@ -157,8 +160,8 @@ func (s *service) handler() http.Handler {
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
-	auth := intake.PushOptions{Audience: s.cfg.PushAudience, ServiceAccount: s.cfg.PushServiceAccount, Logger: s.log}
-	var cloudEvents http.Handler = intake.CloudEventHandler(intake.CloudEventFunc(s.processor))
+	auth := intake.PushOptions{Audience: s.cfg.PushAudience, ServiceAccount: s.cfg.PushServiceAccount, TurnWait: s.cfg.turnWait(), Logger: s.log}
+	var cloudEvents http.Handler = intake.CloudEventHandler(intake.CloudEventFunc(s.processor, s.cfg.turnWait()))
 	switch {
 	case auth.Audience != "":
 		// Pub/Sub push and Eventarc are authenticated alike.
@@ -210,11 +213,17 @@ func run(ctx context.Context, getenv func(string) string, ready chan<- string) e
 		s.close(context.Background())
 		return fmt.Errorf("listen: %w", err)
 	}
+	// Work stops when ctx ends; intake stops on its own context so that
+	// shutdown can order it. Requests see it too: a push request still
+	// waiting for its turn at shutdown is answered 503 at once, while one
+	// that started finishes (the processor detaches it).
+	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWork()
 	srv := &http.Server{
 		Handler:           s.handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		BaseContext:       func(net.Listener) context.Context { return workCtx },
 	}
 	errc := make(chan error, 3)
 	go func() {
@@ -222,10 +231,6 @@ func run(ctx context.Context, getenv func(string) string, ready chan<- string) e
 			errc <- fmt.Errorf("serve: %w", err)
 		}
 	}()
-	// Work stops when ctx ends; intake stops on its own context so that
-	// shutdown can order it.
-	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopWork()
 	var workers sync.WaitGroup
 	if s.cfg.ConfigListener {
 		workers.Go(func() {

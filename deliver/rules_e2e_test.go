@@ -264,8 +264,12 @@ func TestPermanentFailuresAreDeadLettered(t *testing.T) {
 	p := newPipeline(t, pipelineOptions{})
 	key := "sd-perm-key"
 	p.addAccount(key, simpleAccount)
-	// No value to match on: only an anonymousId.
-	p.send(key, `{"type":"track","anonymousId":"anon-9","event":"Viewed","messageId":"pf-1"}`, "")
+	// No value to match on: the override field is absent, and the event
+	// has a userId (a config fix and a replay can deliver it).
+	p.send(key, `{"type":"track","userId":"anon-9","event":"Viewed","messageId":"pf-1"}`, `{"segmentOverrideMatchingField":"properties.missing"}`)
+	// Anonymous only: skipped, never a dead letter (the count of 2 below
+	// would see it).
+	p.send(key, `{"type":"track","anonymousId":"anon-9","event":"Viewed","messageId":"pf-anon"}`, "")
 	// Startdeliver rejects the usage record as invalid.
 	p.sd.FailNext(1, startdelivertest.Fault{Status: 422, Route: "POST /usage"})
 	p.send(key, `{"type":"track","userId":"pf-user","event":"Viewed","messageId":"pf-2"}`, "")
@@ -291,6 +295,9 @@ func TestPermanentFailuresAreDeadLettered(t *testing.T) {
 	}
 	if classes["pf-1"] != "no-match-value" || classes["pf-2"] != "startdeliver-rejected" {
 		t.Errorf("error classes = %v, want pf-1 no-match-value, pf-2 startdeliver-rejected", classes)
+	}
+	if more := p.deadLetters(1, 3*time.Second); len(more) != 0 {
+		t.Errorf("a third dead letter %v: the anonymous event must be skipped", more[0].Attributes)
 	}
 	if n := len(p.sd.Usage(key)); n != 0 {
 		t.Errorf("usage records = %d, want 0", n)

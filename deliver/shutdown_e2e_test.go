@@ -8,8 +8,9 @@ import (
 )
 
 // TestGracefulShutdown stops deliver (as SIGTERM does) while Startdeliver
-// hangs on an event: deliver returns within its 8-second grace, the event
-// is not acked, and a new instance delivers it once.
+// hangs on an event: the shutdown does not cut the call, which runs until
+// the delivery's budget ends it; deliver returns within its 8-second grace,
+// the event is nacked, and a new instance delivers it once.
 func TestGracefulShutdown(t *testing.T) {
 	p := newPipeline(t, pipelineOptions{})
 	key := "sd-shutdown-key"

@@ -29,6 +29,7 @@ package plan
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -37,6 +38,7 @@ import (
 
 	"github.com/startdeliver/segment-destination/shared/abbrev"
 	"github.com/startdeliver/segment-destination/shared/account"
+	"github.com/startdeliver/segment-destination/shared/failure"
 	"github.com/startdeliver/segment-destination/shared/fieldpath"
 	"github.com/startdeliver/segment-destination/shared/segment"
 )
@@ -47,6 +49,10 @@ type Plan struct {
 	// Skip, when not empty, says why the event has no effect; it is
 	// acknowledged and counted as skipped.
 	Skip string `json:"skip,omitempty"`
+	// SkipClass names a skip that metrics and the event's record count
+	// apart: ClassAnonymous. Empty for skips by design (alias, identify
+	// without segmentApp).
+	SkipClass string `json:"skipClass,omitempty"`
 	// User is the user to find, and create when absent.
 	User *Entity `json:"user,omitempty"`
 	// Customer is the customer to find, and create when absent.
@@ -127,11 +133,16 @@ const (
 	// ClassEvent: the event itself cannot be planned (unknown type,
 	// missing track name).
 	ClassEvent = "invalid-event"
+	// ClassAnonymous (a SkipClass, not an error): the event has neither a
+	// userId nor any other value to match on. It can never match, so it is
+	// skipped rather than dead-lettered (docs/api.md §2).
+	ClassAnonymous = "anonymous"
 )
 
-// Error is why an event cannot be planned. Every error Decide returns is an
-// *Error, and every one is permanent: the same event with the same
-// settings fails the same way, so it must be dead-lettered, not retried.
+// Error is why an event cannot be planned. Every error Decide returns holds
+// an *Error, and every one is permanent (failure.IsPermanent, with Class as
+// its class): the same event with the same settings fails the same way, so
+// it must be dead-lettered, not retried.
 type Error struct {
 	// Class is one of the Class constants.
 	Class string `json:"class"`
@@ -141,11 +152,17 @@ type Error struct {
 
 func (e *Error) Error() string { return "plan event: " + e.Reason }
 
-// Permanent reports true: see Error.
-func (e *Error) Permanent() bool { return true }
+func errorf(class, format string, args ...any) error {
+	return failure.Permanent(class, &Error{Class: class, Reason: fmt.Sprintf(format, args...)})
+}
 
-func errorf(class, format string, args ...any) *Error {
-	return &Error{Class: class, Reason: fmt.Sprintf(format, args...)}
+// errAnonymous is an event with nothing at all to match on; decideUsage
+// and decideApp turn it into a skip.
+var errAnonymous = errors.New("anonymous")
+
+// anonymous is the plan of an event with nothing to match on.
+func anonymous(ev *segment.Event) *Plan {
+	return &Plan{Skip: fmt.Sprintf("anonymous %s: no userId and no other value to match on", ev.Type), SkipClass: ClassAnonymous}
 }
 
 // emailPath finds the email at the root, else traits.email, else
@@ -156,7 +173,7 @@ var emailPath = fieldpath.MustParse("email")
 // event's X-Segment-Settings header applied (account.Settings.With); c is
 // the compiled account (nil is treated as segmentApp disabled).
 //
-// It returns a Plan, or an *Error, which is always permanent. Decide only
+// It returns a Plan, or a permanent error holding an *Error. Decide only
 // reads ev and c and is safe for concurrent use.
 func Decide(ev *segment.Event, s account.Settings, c *account.Compiled) (*Plan, error) {
 	if ev == nil {
@@ -195,6 +212,9 @@ func decideUsage(ev *segment.Event, s account.Settings, c *account.Compiled, typ
 		}
 	} else {
 		v, err := customValue(ev, s, c)
+		if errors.Is(err, errAnonymous) {
+			return anonymous(ev), nil
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -222,7 +242,7 @@ func customValue(ev *segment.Event, s account.Settings, c *account.Compiled) (an
 	override := strings.TrimSpace(s.SegmentOverrideMatchingField)
 	if override == "" {
 		if ev.UserID == "" {
-			return nil, errorf(ClassNoMatchValue, "no value to match on: the event has no userId")
+			return nil, errAnonymous
 		}
 		return ev.UserID, nil
 	}
@@ -239,11 +259,12 @@ func customValue(ev *segment.Event, s account.Settings, c *account.Compiled) (an
 	if v, ok := matchable(p.Lookup(ev.Raw)); ok {
 		return v, nil
 	}
-	if !s.AllowUserIDFallback {
-		return nil, errorf(ClassNoMatchValue, "no value to match on: nothing at %s and allowUserIdFallback is off", p)
-	}
 	if ev.UserID == "" {
-		return nil, errorf(ClassNoMatchValue, "no value to match on: nothing at %s and the event has no userId", p)
+		return nil, errAnonymous
+	}
+	if !s.AllowUserIDFallback {
+		// A config fix (or the fallback) and a replay can deliver it.
+		return nil, errorf(ClassNoMatchValue, "no value to match on: nothing at %s and allowUserIdFallback is off", p)
 	}
 	return ev.UserID, nil
 }
@@ -344,6 +365,8 @@ func decideApp(ev *segment.Event, c *account.Compiled) (*Plan, error) {
 	switch {
 	case group && !hasCust:
 		return nil, errorf(ClassNoMatchValue, "no value to match the customer on: nothing at segmentApp.externalCustomerField and no usable groupId%s", droppedNote(p))
+	case !hasUser && !hasCust && ev.UserID == "" && !group:
+		return anonymous(ev), nil
 	case !hasUser && !hasCust:
 		return nil, errorf(ClassNoMatchValue, "no value to match on: nothing at segmentApp.externalMatchingField (%s)%s%s", app.User.Source, customerNote(app), droppedNote(p))
 	}

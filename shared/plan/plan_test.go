@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/startdeliver/segment-destination/shared/account"
+	"github.com/startdeliver/segment-destination/shared/failure"
 	"github.com/startdeliver/segment-destination/shared/segment"
 )
 
@@ -224,8 +225,8 @@ func TestDecideIsErrorOrPlan(t *testing.T) {
 			if !errors.As(err, &pe) || pe.Class != tt.class || p != nil {
 				t.Fatalf("Decide = %v, %v, want *Error of class %s", p, err, tt.class)
 			}
-			if !pe.Permanent() {
-				t.Error("Permanent() = false, want true")
+			if !failure.IsPermanent(err) || failure.Class(err) != tt.class {
+				t.Errorf("Decide error %v: permanent %v, class %q; want permanent of class %q", err, failure.IsPermanent(err), failure.Class(err), tt.class)
 			}
 		})
 	}

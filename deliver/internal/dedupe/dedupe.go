@@ -8,10 +8,10 @@
 // bounded process-local cache in front answers redeliveries to the same
 // instance without a read.
 //
-// Concurrent callers share Firestore round trips: the checks that arrive
-// while a read is in flight go together in one BatchGetDocuments call when it
-// returns, and the records likewise in one transaction (see batcher). A lone
-// call goes at once.
+// Concurrent checks share Firestore round trips: the checks that arrive
+// while a read is in flight go together in one BatchGetDocuments call when
+// it returns (see batcher); a lone check goes at once. A completion record
+// is never batched: it leaves at once (Complete).
 package dedupe
 
 import (
@@ -43,7 +43,6 @@ type Store struct {
 	now    func() time.Time
 	size   int
 	gets   *batcher // Done's reads
-	sets   *batcher // Complete's writes
 
 	mu    sync.Mutex
 	lru   *list.List // of string keys, most recent first
@@ -64,7 +63,6 @@ func New(client *firestore.Client, opts Options) *Store {
 	}
 	s := &Store{client: client, col: client.Collection(opts.Collection), now: opts.Now, size: opts.CacheSize, lru: list.New(), index: map[string]*list.Element{}}
 	s.gets = newBatcher(maxBatch, s.read)
-	s.sets = newBatcher(maxBatch, s.write)
 	return s
 }
 
@@ -108,35 +106,47 @@ func (s *Store) Done(ctx context.Context, accountID, messageID string) (bool, er
 	}
 }
 
+// Record is what is kept of a completed event.
+type Record struct {
+	AccountID string
+	MessageID string
+	// Outcome is delivered or skipped.
+	Outcome string
+	// Class says why an event was skipped (anonymous, ...); empty otherwise.
+	Class string
+}
+
 // Complete records the event as done. It is remembered in process even when
 // the write fails, so this instance never repeats it; the error tells the
 // caller the record may not be durable: its write failed, or ctx ended
 // before the write was confirmed.
-func (s *Store) Complete(ctx context.Context, accountID, messageID, outcome string) error {
-	k := Key(accountID, messageID)
+//
+// The write leaves at once, in a call of its own, not batched with others:
+// between an event's effects in Startdeliver and its record, a crash makes a
+// redelivery repeat them, so that window is kept to one Firestore write.
+func (s *Store) Complete(ctx context.Context, r Record) error {
+	k := Key(r.AccountID, r.MessageID)
 	s.remember(k)
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("record completion %s: %w", messageID, err)
+		return fmt.Errorf("record completion %s: %w", r.MessageID, err)
 	}
 	now := s.now()
-	o := newOp(ctx, k, map[string]any{
-		"accountId":   accountID,
-		"messageId":   messageID,
-		"outcome":     outcome,
+	doc := map[string]any{
+		"accountId":   r.AccountID,
+		"messageId":   r.MessageID,
+		"outcome":     r.Outcome,
 		"completedAt": now,
 		"expireAt":    now.Add(Retention),
-	})
-	s.sets.add(o)
-	select {
-	case r := <-o.done:
-		if r.err != nil {
-			return fmt.Errorf("record completion %s: %w", messageID, r.err)
-		}
-		return nil
-	case <-ctx.Done():
-		s.sets.drop(o)
-		return fmt.Errorf("record completion %s: %w", messageID, ctx.Err())
 	}
+	if r.Class != "" {
+		doc["class"] = r.Class
+	}
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	if _, err := s.col.Doc(k).Set(ctx, doc); err != nil {
+		return fmt.Errorf("record completion %s: %w", r.MessageID, err)
+	}
+	return nil
 }
 
 // read answers a batch of Done calls with one BatchGetDocuments call.
@@ -171,42 +181,6 @@ func (s *Store) live(snap *firestore.DocumentSnapshot) bool {
 		return false // expired, awaiting the TTL sweep
 	}
 	return true
-}
-
-// write answers a batch of Complete calls: one record with one Set (a
-// Commit call, as when the store is idle), more in one transaction of Sets
-// (a BeginTransaction and a Commit call). A batch commits whole or not at
-// all, so each caller's answer is its own record's. Neither alternative in
-// this client version fits: WriteBatch is deprecated, and a BulkWriter
-// (BatchWrite) cost the Firestore emulator 20% more CPU per record than the
-// transaction, and the npm emulator fallback lacks BatchWrite.
-func (s *Store) write(ctx context.Context, ops []*op) error {
-	refs, waiting := s.byDocument(ops)
-	// Two records of one event in a batch: the later one, as two Sets in
-	// turn would leave it.
-	record := func(ref *firestore.DocumentRef) map[string]any {
-		w := waiting[ref.ID]
-		return w[len(w)-1].data
-	}
-	var err error
-	if len(refs) == 1 {
-		_, err = refs[0].Set(ctx, record(refs[0]))
-	} else {
-		err = s.client.RunTransaction(ctx, func(_ context.Context, tx *firestore.Transaction) error {
-			for _, ref := range refs {
-				if err := tx.Set(ref, record(ref)); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-	}
-	for _, ref := range refs {
-		for _, o := range waiting[ref.ID] {
-			o.done <- result{err: err}
-		}
-	}
-	return err
 }
 
 // byDocument returns the documents of ops, each once, in the order of the

@@ -12,6 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/startdeliver/segment-destination/deliver/internal/dedupe"
 	"github.com/startdeliver/segment-destination/deliver/internal/identity"
 	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver"
 	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver/startdelivertest"
@@ -64,7 +65,8 @@ func (f *fakeCompletions) Done(_ context.Context, acct, msg string) (bool, error
 	return ok, nil
 }
 
-func (f *fakeCompletions) Complete(_ context.Context, acct, msg, outcome string) error {
+func (f *fakeCompletions) Complete(_ context.Context, r dedupe.Record) error {
+	acct, msg, outcome := r.AccountID, r.MessageID, r.Outcome
 	if f.onComplete != nil {
 		f.onComplete(msg)
 	}
@@ -135,8 +137,8 @@ func newFixture(t *testing.T, doc string) *fixture {
 	}
 	f.p = New(Options{
 		Accounts: f.acc, Completions: f.done, Claims: fakeClaims{}, DeadLetters: f.dead,
-		Client:      startdeliver.New(startdeliver.Options{DefaultBaseURL: sd.URL(), Retry: startdeliver.Retry{MaxAttempts: 1}}),
-		AccountWait: 100 * time.Millisecond, MaxRetryWait: 100 * time.Millisecond,
+		Client: startdeliver.New(startdeliver.Options{DefaultBaseURL: sd.URL(),
+			Retry: startdeliver.Retry{BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond, MinAttempt: time.Millisecond}}),
 	})
 	return f
 }
@@ -174,8 +176,9 @@ func TestDecisions(t *testing.T) {
 			f.done.done[envelope.AccountID(key)+"/m1"] = OutcomeDelivered
 		}, want: Ack, wantOutcome: OutcomeDuplicate},
 		{name: "alias skipped", doc: simple, event: `{"type":"alias","userId":"u","previousId":"p","messageId":"m1"}`, want: Ack, wantOutcome: OutcomeSkipped},
-		{name: "disabled account skipped", doc: `{"name":"t","disabled":true,"settings":{"startdeliverUserCustomFieldToMatchOn":"externalId"}}`, event: track, want: Ack, wantOutcome: OutcomeSkipped},
-		{name: "no value to match on", doc: simple, event: `{"type":"track","anonymousId":"a","event":"e","messageId":"m1"}`, want: Ack, wantOutcome: OutcomeDeadLettered, wantClass: "no-match-value", wantDead: true},
+		{name: "disabled account dead-lettered (replayable)", doc: `{"name":"t","disabled":true,"settings":{"startdeliverUserCustomFieldToMatchOn":"externalId"}}`, event: track, want: Ack, wantOutcome: OutcomeDeadLettered, wantClass: ClassDisabled, wantDead: true},
+		{name: "anonymous skipped", doc: simple, event: `{"type":"track","anonymousId":"a","event":"e","messageId":"m1"}`, want: Ack, wantOutcome: OutcomeSkipped, wantClass: "anonymous"},
+		{name: "override absent with a userId: dead letter", doc: `{"name":"t","settings":{"startdeliverUserCustomFieldToMatchOn":"externalId","segmentOverrideMatchingField":"properties.x"}}`, event: track, want: Ack, wantOutcome: OutcomeDeadLettered, wantClass: "no-match-value", wantDead: true},
 		{name: "unreadable body", doc: simple, event: track, data: []byte("garbage"), want: Ack, wantOutcome: OutcomeDeadLettered, wantClass: ClassBadMessage, wantDead: true},
 		{name: "unknown account", doc: simple, event: track, setup: func(f *fixture) { f.acc.entries = nil }, want: Ack, wantOutcome: OutcomeDeadLettered, wantClass: ClassUnknown, wantDead: true},
 		{name: "firestore down", doc: simple, event: track, setup: func(f *fixture) { f.acc.err = errors.New("unavailable") }, want: Nack, wantOutcome: OutcomeRetry},
@@ -189,7 +192,7 @@ func TestDecisions(t *testing.T) {
 		{name: "startdeliver 400 is permanent", doc: simple, event: track, setup: func(f *fixture) {
 			f.sd.FailNext(1, startdelivertest.Fault{Status: 400})
 		}, want: Ack, wantOutcome: OutcomeDeadLettered, wantClass: ClassStartdeliver, wantDead: true},
-		{name: "dead-letter publish fails: nack, nothing dropped", doc: simple, event: `{"type":"track","anonymousId":"a","event":"e","messageId":"m1"}`, setup: func(f *fixture) {
+		{name: "dead-letter publish fails: nack, nothing dropped", doc: simple, event: track, data: []byte("garbage"), setup: func(f *fixture) {
 			f.dead.err = errors.New("pubsub down")
 		}, want: Nack, wantOutcome: OutcomeRetry},
 	}
@@ -234,26 +237,60 @@ func TestDecisions(t *testing.T) {
 	}
 }
 
-// TestSlowAccountHoldsAtMostItsSlots: with every slot of one account busy,
-// its next event is nacked quickly rather than occupying another worker,
-// and other accounts are not affected.
-func TestSlowAccountHoldsAtMostItsSlots(t *testing.T) {
+// TestBusyAccountWaitsItsTurn: with every slot of one account busy, its
+// next event waits in process (no nack, no dedupe read yet), another
+// account's event runs meanwhile, and the waiting event runs once a slot
+// frees. An event whose wait ends (shutdown) before its turn is nacked as
+// not started, having touched nothing.
+func TestBusyAccountWaitsItsTurn(t *testing.T) {
 	f := newFixture(t, simple)
-	f.p.opts.PerAccount = 1
-	release, err := f.p.acquire(context.Background(), envelope.AccountID(key))
+	f.p.sched = newScheduler(1)
+	busy, err := f.p.sched.acquire(context.Background(), envelope.AccountID(key))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer release()
-	res := f.p.Process(context.Background(), message(t, `{"type":"track","userId":"u1","event":"e","messageId":"busy"}`))
-	if res.Decision != Nack || res.Class != "account-busy" {
-		t.Errorf("Process with the account's slots full = %v %q, want Nack account-busy", res.Decision, res.Class)
+	waited := make(chan Result, 1)
+	go func() {
+		waited <- f.p.Process(context.Background(), message(t, `{"type":"track","userId":"u1","event":"e","messageId":"busy"}`))
+	}()
+	for {
+		if _, queued := f.p.sched.load(envelope.AccountID(key)); queued == 1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
 	}
-	if f.done.reads != 0 {
-		t.Errorf("dedupe reads for the nacked event = %d, want 0 (the slot is taken first)", f.done.reads)
+	if other, err := f.p.sched.acquire(context.Background(), "another-account"); err != nil {
+		t.Errorf("another account's turn: %v, want one at once", err)
+	} else {
+		other.release()
 	}
-	if _, err := f.p.acquire(context.Background(), "another-account"); err != nil {
-		t.Errorf("another account's slot: %v, want free", err)
+	f.done.mu.Lock()
+	reads := f.done.reads
+	f.done.mu.Unlock()
+	if reads != 0 {
+		t.Errorf("dedupe reads while waiting = %d, want 0 (the turn comes first)", reads)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cut := make(chan Result, 1)
+	go func() {
+		cut <- f.p.Process(ctx, message(t, `{"type":"track","userId":"u2","event":"e","messageId":"cut"}`))
+	}()
+	for {
+		if _, queued := f.p.sched.load(envelope.AccountID(key)); queued == 2 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if res := <-cut; res.Decision != Nack || res.Class != "not-started" {
+		t.Errorf("Process whose wait ended = %v %q (%v), want Nack not-started", res.Decision, res.Class, res.Err)
+	}
+	busy.release()
+	if res := <-waited; res.Decision != Ack || res.Outcome != OutcomeDelivered {
+		t.Errorf("Process after the slot freed = %v %s (%v), want delivered", res.Decision, res.Outcome, res.Err)
+	}
+	if n := len(f.sd.Usage(key)); n != 1 {
+		t.Errorf("usage records = %d, want 1 (the cut event touched nothing)", n)
 	}
 }
 
@@ -262,7 +299,7 @@ func TestSlowAccountHoldsAtMostItsSlots(t *testing.T) {
 // the next event of the same account already runs.
 func TestSlotFreedBeforeCompletionRecord(t *testing.T) {
 	f := newFixture(t, simple)
-	f.p.opts.PerAccount = 1
+	f.p.sched = newScheduler(1)
 	entered, gate := make(chan struct{}), make(chan struct{})
 	f.done.onComplete = func(msg string) {
 		if msg == "first" {
@@ -293,7 +330,6 @@ func TestSlotFreedBeforeCompletionRecord(t *testing.T) {
 // still being processed waits for it and then has no second effect.
 func TestCopiesOfOneEventDoNotRunAtOnce(t *testing.T) {
 	f := newFixture(t, simple)
-	f.p.opts.AccountWait = time.Minute
 	entered, gate := make(chan struct{}), make(chan struct{})
 	var calls atomic.Int32
 	f.done.onComplete = func(string) {
@@ -311,7 +347,7 @@ func TestCopiesOfOneEventDoNotRunAtOnce(t *testing.T) {
 	// The second copy either waits for the first or (wrongly) finishes.
 	var res Result
 	finished := false
-	for !finished && f.p.waiting(envelope.AccountID(key), "twice") == 0 {
+	for !finished && f.p.copies.waiting(envelope.AccountID(key), "twice") == 0 {
 		select {
 		case res = <-second:
 			finished = true
@@ -337,7 +373,6 @@ func TestCopiesOfOneEventDoNotRunAtOnce(t *testing.T) {
 // retried within one delivery, so no Pub/Sub attempt is spent.
 func TestQuickRetriesAbsorbABriefFault(t *testing.T) {
 	f := newFixture(t, simple)
-	f.p.opts.MaxRetryWait = 2 * time.Second
 	f.sd.FailNext(2, startdelivertest.Fault{Status: 503, Route: "POST /usage"})
 	res := f.p.Process(context.Background(), message(t, `{"type":"track","userId":"u1","event":"e","messageId":"brief"}`))
 	if res.Decision != Ack || res.Outcome != OutcomeDelivered {

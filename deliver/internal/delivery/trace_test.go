@@ -71,12 +71,13 @@ func TestSpansTellTheOutcome(t *testing.T) {
 		{
 			name: "retried, each attempt its own call", event: track, wantStatus: codes.Error,
 			setup: func(f *fixture) {
-				f.p.opts.MaxRetryWait = time.Minute // all three attempts run
 				f.sd.FailFraction(1, startdelivertest.Fault{Status: 500})
 			},
 			wantAttrs: map[string]string{"delivery.outcome": OutcomeRetry, "delivery.error_class": "startdeliver-500"},
-			wantSpans: map[string]int{"config lookup": 1, "GET /user": 3},
-			wantRetry: 2, wantErrors: []string{"GET /user"},
+			// The client's four attempts (startdeliver.Retry's default),
+			// one retry event before each repeat.
+			wantSpans: map[string]int{"config lookup": 1, "GET /user": 4},
+			wantRetry: 3, wantErrors: []string{"GET /user"},
 		},
 		{
 			name: "dead-lettered", event: track, wantStatus: codes.Error,

@@ -18,13 +18,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"cloud.google.com/go/firestore"
 	"github.com/google/uuid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/startdeliver/segment-destination/deliver/internal/retry"
 )
 
 // Durations of a claim.
@@ -92,8 +93,7 @@ type Claim struct {
 func (c *Claims) Acquire(ctx context.Context, key string) (*Claim, error) {
 	// The wait is real time (its pauses are), whatever clock dates claims.
 	deadline := time.Now().Add(c.wait)
-	backoff := 50 * time.Millisecond
-	for {
+	for n := 1; ; n++ {
 		cl, pending, err := c.try(ctx, key)
 		if err != nil {
 			return nil, err
@@ -104,12 +104,9 @@ func (c *Claims) Acquire(ctx context.Context, key string) (*Claim, error) {
 		if time.Now().After(deadline) {
 			return nil, ErrBusy
 		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(backoff/2 + rand.N(backoff/2+1)):
+		if err := retry.Sleep(ctx, retry.Backoff(n, 50*time.Millisecond, time.Second)); err != nil {
+			return nil, err
 		}
-		backoff = min(backoff*2, time.Second)
 	}
 }
 

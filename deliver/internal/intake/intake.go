@@ -23,7 +23,9 @@ import (
 )
 
 // processor decides the fate of one message. It is called from many
-// goroutines at once and always returns a decision.
+// goroutines at once and always returns a decision. ctx bounds only how
+// long the message may wait for its turn: once started, its processing
+// ends on its own, within its budget, whatever becomes of ctx.
 type processor interface {
 	Process(ctx context.Context, m delivery.Message) delivery.Result
 }
@@ -48,8 +50,12 @@ type PullSettings struct {
 }
 
 // Pull receives from sub until ctx ends, processing each message. On ctx's
-// end it stops receiving and waits for in-flight messages: those whose
-// processing is cut short are nacked, not lost.
+// end it stops pulling; messages already processing finish (the processor
+// runs them on contexts of their own, bounded by their budget) and are
+// acked or nacked by their outcome; messages still waiting for their turn,
+// or not yet handed over, are nacked. Receive returns once every callback
+// has and their acks and nacks are sent: within the delivery budget and its
+// outcome's writes.
 func Pull(ctx context.Context, sub *pubsub.Subscriber, p processor, s PullSettings) error {
 	if s.MaxOutstandingMessages <= 0 {
 		s.MaxOutstandingMessages = 256
@@ -71,6 +77,10 @@ func Pull(ctx context.Context, sub *pubsub.Subscriber, p processor, s PullSettin
 	sub.ReceiveSettings.NumGoroutines = s.Streams
 	sub.ReceiveSettings.MaxExtension = s.MaxExtension
 	sub.ReceiveSettings.MaxDurationPerAckExtension = s.MaxDurationPerAckExtension
+	// The client's default shutdown waits for every callback and then
+	// sends their acks and nacks; a timed shutdown (ShutdownOptions) would
+	// return without sending them. Callbacks end on their own within the
+	// delivery budget, so the wait is bounded.
 	handle := func(ctx context.Context, m *pubsub.Message) {
 		msg := delivery.Message{
 			ID:          m.ID,
@@ -160,7 +170,11 @@ type PushOptions struct {
 	ServiceAccount string
 	// Validator checks tokens (default: Google's certificates).
 	Validator tokenValidator
-	Logger    *slog.Logger
+	// TurnWait bounds how long a push request waits for its account's turn
+	// before it is answered 503 (nack): it must leave the delivery's budget
+	// and its outcome within the subscription's ack deadline. Default 45s.
+	TurnWait time.Duration
+	Logger   *slog.Logger
 }
 
 // maxPushBody bounds a push request: a Pub/Sub message is at most 10 MB,
@@ -172,6 +186,9 @@ const maxPushBody = 14 << 20
 // without, it is unauthenticated, which deliver allows only on the
 // emulators.
 func PushHandler(p processor, o PushOptions) http.Handler {
+	if o.TurnWait <= 0 {
+		o.TurnWait = 45 * time.Second
+	}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
 		var req pushRequest
@@ -187,7 +204,11 @@ func PushHandler(p processor, o PushOptions) http.Handler {
 			writeJSON(w, http.StatusBadRequest, err.Error())
 			return
 		}
-		answer(w, p.Process(ctx, m))
+		// The request waits for its turn within the ack deadline; only
+		// a turn that does not come in time is answered 503.
+		wait, cancel := context.WithTimeout(ctx, o.TurnWait)
+		defer cancel()
+		answer(w, p.Process(wait, m))
 	})
 	if o.Audience == "" {
 		return h
@@ -219,9 +240,15 @@ type messagePublishedData struct {
 }
 
 // CloudEventFunc is the function registered with functions-framework-go: a
-// nil error acks the event, an error makes Eventarc retry it.
-func CloudEventFunc(p processor) func(context.Context, event.Event) error {
+// nil error acks the event, an error makes Eventarc retry it. An event
+// waits for its turn at most turnWait (as PushOptions.TurnWait).
+func CloudEventFunc(p processor, turnWait time.Duration) func(context.Context, event.Event) error {
+	if turnWait <= 0 {
+		turnWait = 45 * time.Second
+	}
 	return func(ctx context.Context, e event.Event) error {
+		ctx, cancel := context.WithTimeout(ctx, turnWait)
+		defer cancel()
 		var d messagePublishedData
 		if err := e.DataAs(&d); err != nil {
 			return fmt.Errorf("event %s: not a Pub/Sub messagePublished event: %w", e.ID(), err)
@@ -274,9 +301,10 @@ func NewDeadLetterPublisher(c *pubsub.Client, topic string) *DeadLetterPublisher
 	return &DeadLetterPublisher{p: p, timeout: 30 * time.Second}
 }
 
-// Publish sends one dead letter and waits for Pub/Sub's confirmation.
+// Publish sends one dead letter and waits for Pub/Sub's confirmation, or
+// for ctx to end.
 func (d *DeadLetterPublisher) Publish(ctx context.Context, data []byte, attrs map[string]string, _ string) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.timeout)
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	if _, err := d.p.Publish(ctx, &pubsub.Message{Data: data, Attributes: attrs}).Get(ctx); err != nil {
 		return fmt.Errorf("publish dead letter: %w", err)

@@ -138,7 +138,7 @@ func TestPushAndCloudEventAuth(t *testing.T) {
 		}{
 			{"push", func(p processor) http.Handler { return PushHandler(p, opts) }, pushBody, nil},
 			{"cloudevent", func(p processor) http.Handler {
-				return RequireToken(opts, CloudEventHandler(CloudEventFunc(p)))
+				return RequireToken(opts, CloudEventHandler(CloudEventFunc(p, 0)))
 			}, ceBody, map[string]string{"ce-specversion": "1.0", "ce-id": "1", "ce-source": "//pubsub.googleapis.com/x",
 				"ce-type": "google.cloud.pubsub.topic.v1.messagePublished"}},
 		} {

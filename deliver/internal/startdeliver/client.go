@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -32,6 +31,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/startdeliver/segment-destination/deliver/internal/retry"
 	"github.com/startdeliver/segment-destination/shared/failure"
 )
 
@@ -43,28 +43,34 @@ const ClassAPIURLRefused = "api-url-refused"
 // DefaultBaseURL is Startdeliver's production API (STARTDELIVER_API_URL's default).
 const DefaultBaseURL = "https://app.startdeliver.com/api/v1"
 
-// Retry configures the in-process retries of one call. Only retryable
-// failures are retried (see IsRetryable); a call that creates something
-// (POST) is retried only when Startdeliver cannot have acted on it: a 429, or
-// a connection that was never made. Other failures of a create are returned
-// at once, still retryable, so the caller's next attempt finds before it
-// creates again.
+// Retry configures the in-process retries of one call, within the policy
+// of package delivery: only retryable failures are retried (see
+// IsRetryable), with retry.Backoff pauses or the Retry-After Startdeliver
+// asked for, and only while the pause and another attempt fit before the
+// context's deadline (the delivery's budget); a Retry-After beyond that
+// returns at once, still retryable. A call that creates something (POST) is
+// retried only when Startdeliver cannot have acted on it: a 429, or a
+// connection that was never made. Other failures of a create are returned
+// at once, still retryable, so the redelivery finds before it creates again.
 type Retry struct {
-	// MaxAttempts is the most attempts per call, the first included (default 3).
+	// MaxAttempts is the most attempts per call, the first included (default 4).
 	// 1 disables retries.
 	MaxAttempts int
 	// BaseDelay is the first back-off; it doubles per attempt with full jitter (default 100ms).
 	BaseDelay time.Duration
 	// MaxDelay caps one back-off (default 1s).
 	MaxDelay time.Duration
-	// MaxTotalWait caps the waiting of one call across its attempts, including
-	// Retry-After pauses (default 3s). A Retry-After beyond it ends the retries.
-	MaxTotalWait time.Duration
+	// MinAttempt is the least time left before the deadline worth another
+	// attempt (default 500ms).
+	MinAttempt time.Duration
+	// Budget stands in for the deadline of a context that has none
+	// (default 5s, delivery's default budget).
+	Budget time.Duration
 }
 
 func (r Retry) withDefaults() Retry {
 	if r.MaxAttempts <= 0 {
-		r.MaxAttempts = 3
+		r.MaxAttempts = 4
 	}
 	if r.BaseDelay <= 0 {
 		r.BaseDelay = 100 * time.Millisecond
@@ -72,8 +78,11 @@ func (r Retry) withDefaults() Retry {
 	if r.MaxDelay <= 0 {
 		r.MaxDelay = time.Second
 	}
-	if r.MaxTotalWait <= 0 {
-		r.MaxTotalWait = 3 * time.Second
+	if r.MinAttempt <= 0 {
+		r.MinAttempt = 500 * time.Millisecond
+	}
+	if r.Budget <= 0 {
+		r.Budget = 5 * time.Second
 	}
 	return r
 }
@@ -134,7 +143,6 @@ type Client struct {
 	sharedTO  time.Duration
 	userAgent string
 	log       *slog.Logger
-	jitter    func(time.Duration) time.Duration
 	checkURL  func(string) error
 }
 
@@ -163,7 +171,6 @@ func New(opts Options) *Client {
 		sharedTO:  opts.SharedCallTimeout,
 		userAgent: opts.UserAgent,
 		log:       opts.Logger,
-		jitter:    func(d time.Duration) time.Duration { return rand.N(d + 1) },
 		checkURL:  opts.CheckBaseURL,
 	}
 	if c.base == "" {
@@ -287,10 +294,12 @@ func (c *Client) baseURL(acct Account) string {
 	return c.base
 }
 
-// do runs a call with rate limiting and retries and decodes a 2xx JSON answer into out.
+// do runs a call with rate limiting and retries and decodes a 2xx JSON
+// answer into out. Its errors are permanent (failure.IsPermanent) when
+// retrying cannot help, and retryable otherwise.
 func (c *Client) do(ctx context.Context, acct Account, cl call, out any) error {
 	if acct.APIKey == "" {
-		return fmt.Errorf("startdeliver %s %s: %s has no API key", cl.method, cl.route, acct)
+		return failure.Permanent(ClassRefused, fmt.Errorf("startdeliver %s %s: %s has no API key", cl.method, cl.route, acct))
 	}
 	if acct.BaseURL != "" && c.checkURL != nil {
 		if err := c.checkURL(acct.BaseURL); err != nil {
@@ -301,14 +310,17 @@ func (c *Client) do(ctx context.Context, acct Account, cl call, out any) error {
 	if cl.body != nil {
 		var err error
 		if body, err = json.Marshal(cl.body); err != nil {
-			return fmt.Errorf("startdeliver %s %s: encode body: %w", cl.method, cl.route, err)
+			return failure.Permanent(ClassRefused, fmt.Errorf("startdeliver %s %s: encode body: %w", cl.method, cl.route, err))
 		}
 	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.retry.Budget)
+		defer cancel()
+	}
 	lim := c.limiters.get(acct.KeyHash())
-	var waited time.Duration
 	for attempt := 1; ; attempt++ {
-		budget := c.retry.MaxTotalWait - waited
-		pause, ok, err := lim.wait(ctx, max(budget, 0))
+		pause, ok, err := lim.wait(ctx, c.left(ctx))
 		if err != nil {
 			return fmt.Errorf("startdeliver %s %s: wait for rate limiter: %w", cl.method, cl.route, err)
 		}
@@ -330,27 +342,35 @@ func (c *Client) do(ctx context.Context, acct Account, cl call, out any) error {
 			}
 			return fmt.Errorf("startdeliver %s %s: %w (last error: %w)", cl.method, cl.route, ctx.Err(), err)
 		}
+		if errors.As(err, &ae) && !ae.Retryable() {
+			return failure.Permanent(ClassRejected, err)
+		}
 		if attempt >= c.retry.MaxAttempts || !c.mayRetry(cl, err) {
 			return err
 		}
-		delay := c.backoff(attempt)
+		delay := retry.Backoff(attempt, c.retry.BaseDelay, c.retry.MaxDelay)
 		if ra := RetryAfter(err); ra > delay {
 			delay = ra
 		}
-		if waited+delay > c.retry.MaxTotalWait {
+		if !retry.Fits(ctx, delay, c.retry.MinAttempt) {
+			// No time left in the delivery's budget: Pub/Sub redelivers later.
 			return err
 		}
+		trace.SpanFromContext(ctx).AddEvent("retry", trace.WithAttributes(
+			attribute.Int("attempt", attempt+1), attribute.String("call", cl.method+" "+cl.route), attribute.Int64("delay_ms", delay.Milliseconds())))
 		c.log.DebugContext(ctx, "startdeliver call failed, retrying",
 			"account", acct, "call", cl.method+" "+cl.route, "attempt", attempt, "delay", delay, "error", err)
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("startdeliver %s %s: %w (last error: %w)", cl.method, cl.route, ctx.Err(), err)
-		case <-t.C:
+		if serr := retry.Sleep(ctx, delay); serr != nil {
+			return fmt.Errorf("startdeliver %s %s: %w (last error: %w)", cl.method, cl.route, serr, err)
 		}
-		waited += delay
 	}
+}
+
+// left is how long a call may still wait for the rate limiter: the time to
+// ctx's deadline less one attempt's worth.
+func (c *Client) left(ctx context.Context) time.Duration {
+	deadline, _ := ctx.Deadline()
+	return max(time.Until(deadline)-c.retry.MinAttempt, 0)
 }
 
 // mayRetry decides whether a failed attempt may be repeated in process.
@@ -367,15 +387,6 @@ func (c *Client) mayRetry(cl call, err error) bool {
 	}
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
-}
-
-// backoff is full-jitter exponential: a random wait up to BaseDelay·2^(attempt-1), capped.
-func (c *Client) backoff(attempt int) time.Duration {
-	d := c.retry.BaseDelay << (attempt - 1)
-	if d > c.retry.MaxDelay || d <= 0 {
-		d = c.retry.MaxDelay
-	}
-	return c.jitter(d)
 }
 
 // maxAnswer bounds how much of an answer is read.
@@ -406,6 +417,7 @@ func (c *Client) attempt(ctx context.Context, acct Account, cl call, body []byte
 		req.Header[k] = vs
 	}
 	resp, err := c.http.Do(req)
+	record(ctx, cl, resp)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -435,7 +447,8 @@ func (c *Client) attempt(ctx context.Context, acct Account, cl call, body []byte
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	if err := dec.Decode(out); err != nil {
-		return fmt.Errorf("startdeliver %s %s: decode %d answer: %w", cl.method, cl.route, resp.StatusCode, err)
+		// The answer breaks the API's shape: asking again will not mend it.
+		return failure.Permanent(ClassMalformed, fmt.Errorf("startdeliver %s %s: decode %d answer: %w", cl.method, cl.route, resp.StatusCode, err))
 	}
 	return nil
 }
@@ -485,7 +498,7 @@ func (c *Client) Find(ctx context.Context, acct Account, kind Kind, m Match) (En
 		return nil, fmt.Errorf("find %s by %s: %w", kind, m.Field, ErrNotFound)
 	}
 	if _, ok := ans.Result[0].ID(); !ok {
-		return nil, fmt.Errorf("startdeliver: find %s by %s: answer has no numeric id", kind, m.Field)
+		return nil, failure.Permanent(ClassMalformed, fmt.Errorf("startdeliver: find %s by %s: answer has no numeric id", kind, m.Field))
 	}
 	return ans.Result[0], nil
 }
@@ -515,7 +528,7 @@ func (c *Client) Create(ctx context.Context, acct Account, kind Kind, f Fields) 
 		return nil, err
 	}
 	if _, ok := e.ID(); !ok {
-		return nil, fmt.Errorf("startdeliver: create %s: answer has no numeric id", kind)
+		return nil, failure.Permanent(ClassMalformed, fmt.Errorf("startdeliver: create %s: answer has no numeric id", kind))
 	}
 	return e, nil
 }
@@ -559,10 +572,12 @@ func (c *Client) UpdateChanged(ctx context.Context, acct Account, kind Kind, fou
 // and look them up again.
 func (c *Client) RecordUsage(ctx context.Context, acct Account, u Usage) (Entity, error) {
 	if err := u.validate(); err != nil {
-		return nil, fmt.Errorf("startdeliver: %w", err)
+		return nil, failure.Permanent(ClassRefused, fmt.Errorf("startdeliver: %w", err))
 	}
 	var e Entity
-	cl := call{method: http.MethodPost, route: "/usage", path: "/usage", body: u.body(), creates: true}
+	// Not marked creates: a failed usage post is posted again in process,
+	// as a redelivery would post it (its externalId is the messageId).
+	cl := call{method: http.MethodPost, route: "/usage", path: "/usage", body: u.body()}
 	if err := c.do(ctx, acct, cl, &e); err != nil {
 		return nil, err
 	}

@@ -27,7 +27,7 @@ import (
 const testKey = "sd-test-key-0123456789abcdef"
 
 // fastRetry keeps retry waits short so tests stay quick.
-var fastRetry = startdeliver.Retry{MaxAttempts: 3, BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond, MaxTotalWait: 2 * time.Second}
+var fastRetry = startdeliver.Retry{MaxAttempts: 3, BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond, MinAttempt: time.Millisecond}
 
 func newTestClient(t *testing.T, opts startdeliver.Options) (*startdeliver.Client, *startdelivertest.Server, startdeliver.Account) {
 	t.Helper()
@@ -321,6 +321,9 @@ func TestRetryAfter(t *testing.T) {
 	t.Run("beyond budget pauses the account", func(t *testing.T) {
 		c, srv, acct := newTestClient(t, startdeliver.Options{})
 		srv.FailNext(1, startdelivertest.Fault{Status: 429, RetryAfter: "60"})
+		// The budget is the context's deadline (a delivery's).
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
 		_, err := c.Get(ctx, acct, startdeliver.KindUser, 1)
 		var ae *startdeliver.APIError
 		if !errors.As(err, &ae) || ae.StatusCode != 429 {
@@ -433,7 +436,7 @@ func TestContextCancellation(t *testing.T) {
 			}
 			return resp, nil
 		})}
-		c := startdeliver.New(startdeliver.Options{DefaultBaseURL: srv.URL(), HTTPClient: hc, Retry: startdeliver.Retry{MaxAttempts: 5, BaseDelay: time.Hour, MaxDelay: time.Hour, MaxTotalWait: 10 * time.Hour}})
+		c := startdeliver.New(startdeliver.Options{DefaultBaseURL: srv.URL(), HTTPClient: hc, Retry: startdeliver.Retry{MaxAttempts: 5, BaseDelay: time.Hour, MaxDelay: time.Hour, MinAttempt: time.Millisecond, Budget: 10 * time.Hour}})
 		srv.FailFraction(1, startdelivertest.Fault{Status: 500})
 		defer srv.ClearFaults()
 		srv.ResetCounters()

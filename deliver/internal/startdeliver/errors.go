@@ -162,3 +162,16 @@ func excerpt(body []byte, secret string) string {
 	}
 	return strings.ToValidUTF8(s, "?")
 }
+
+// Failure classes of the client's permanent errors (failure.Class).
+const (
+	// ClassRejected: Startdeliver refused the call (400, 401, 403, 404,
+	// 422, ...); the same call would be refused again.
+	ClassRejected = "startdeliver-rejected"
+	// ClassMalformed: a 2xx answer that breaks the API's shape (not JSON,
+	// an entity without an id).
+	ClassMalformed = "startdeliver-malformed"
+	// ClassRefused: the client will not send the call (a usage record
+	// without a user or name, a body that cannot be encoded).
+	ClassRefused = "startdeliver-refused"
+)

@@ -1,0 +1,355 @@
+package delivery
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/startdeliver/segment-destination/deliver/internal/dedupe"
+	"github.com/startdeliver/segment-destination/deliver/internal/identity"
+	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver"
+	"github.com/startdeliver/segment-destination/shared/account"
+	"github.com/startdeliver/segment-destination/shared/accountstore"
+	"github.com/startdeliver/segment-destination/shared/envelope"
+	"github.com/startdeliver/segment-destination/shared/failure"
+	"github.com/startdeliver/segment-destination/shared/plan"
+	"github.com/startdeliver/segment-destination/shared/telemetry"
+)
+
+// Message is one Pub/Sub message, whichever intake brought it.
+type Message struct {
+	ID              string
+	Data            []byte
+	Attributes      map[string]string
+	OrderingKey     string
+	PublishTime     time.Time
+	DeliveryAttempt int // 0 when unknown
+}
+
+// Decision is what the intake does with a message.
+type Decision int
+
+// The two fates of a message.
+const (
+	Ack Decision = iota
+	Nack
+)
+
+// Outcomes, as span attributes, metric attributes and log fields.
+const (
+	OutcomeDelivered    = "delivered"
+	OutcomeDuplicate    = "duplicate"
+	OutcomeSkipped      = "skipped"
+	OutcomeDeadLettered = "dead_lettered"
+	OutcomeRetry        = "retried"
+)
+
+// Error classes of the dead-letter errorClass attribute, beyond plan's and
+// the Startdeliver client's.
+const (
+	ClassBadMessage   = envelope.ClassBadMessage
+	ClassUnknown      = "unknown-account"
+	ClassInvalid      = "invalid-config"
+	ClassDisabled     = "account-disabled"
+	ClassStartdeliver = startdeliver.ClassRejected
+	ClassPanic        = "panic"
+)
+
+// Result is the fate of one message, with its reason.
+type Result struct {
+	Decision Decision
+	Outcome  string
+	Class    string
+	Err      error
+}
+
+// accounts returns an account's entry and where it came from:
+// accountstore.ErrUnknown for none, another error when it cannot tell
+// (retryable). Safe for concurrent use.
+type accounts interface {
+	Lookup(ctx context.Context, id string) (*accountstore.Entry, accountstore.Source, error)
+}
+
+// completions is the record of completed events. Done's error means "cannot
+// tell"; Complete's means the record may not be durable (the event is
+// remembered in process regardless). Safe for concurrent use.
+type completions interface {
+	Done(ctx context.Context, accountID, messageID string) (bool, error)
+	Complete(ctx context.Context, r dedupe.Record) error
+}
+
+// claims coordinates creating an entity across instances (identity.Claims).
+type claims interface {
+	Acquire(ctx context.Context, key string) (*identity.Claim, error)
+	Created(ctx context.Context, cl *identity.Claim, id int64) error
+	Release(ctx context.Context, cl *identity.Claim) error
+}
+
+// deadLetters publishes a message to the dead-letter topic and blocks until
+// Pub/Sub confirms it or ctx ends.
+type deadLetters interface {
+	Publish(ctx context.Context, data []byte, attrs map[string]string, orderingKey string) error
+}
+
+// Options configure a Processor. Accounts, Completions, Claims, Client and
+// DeadLetters are required.
+type Options struct {
+	Accounts    accounts
+	Completions completions
+	Claims      claims
+	Client      *startdeliver.Client
+	DeadLetters deadLetters
+	// PerAccount bounds how many events of one account run at once
+	// (default 8); the others wait their turn (see the package doc).
+	PerAccount int
+	// Budget bounds one delivery from its turn to its outcome, retries
+	// included (default 5s).
+	Budget time.Duration
+	// FinishTimeout bounds the outcome's writes (default 2s).
+	FinishTimeout time.Duration
+	Logger        *slog.Logger
+	Now           func() time.Time
+}
+
+// Processor processes messages. Safe for concurrent use.
+type Processor struct {
+	opts    Options
+	log     *slog.Logger
+	tracer  trace.Tracer
+	metrics *metrics
+	copies  copies
+	sched   *scheduler
+	apply   *applier
+	out     *outcome
+}
+
+// New returns a Processor.
+func New(opts Options) *Processor {
+	if opts.PerAccount <= 0 {
+		opts.PerAccount = 8
+	}
+	if opts.Budget <= 0 {
+		opts.Budget = 5 * time.Second
+	}
+	if opts.FinishTimeout <= 0 {
+		opts.FinishTimeout = 2 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	tracer := otel.Tracer("github.com/startdeliver/segment-destination/deliver/delivery")
+	return &Processor{
+		opts:    opts,
+		log:     opts.Logger,
+		tracer:  tracer,
+		metrics: newMetrics(otel.Meter("github.com/startdeliver/segment-destination/deliver/delivery")),
+		sched:   newScheduler(opts.PerAccount),
+		apply:   newApplier(opts.Client, opts.Claims, opts.Logger),
+		out: &outcome{completions: opts.Completions, dead: opts.DeadLetters, tracer: tracer, log: opts.Logger,
+			now: opts.Now, timeout: opts.FinishTimeout},
+	}
+}
+
+// Process decides the fate of one message and always returns a decision,
+// whatever the input. ctx bounds only the wait for the event's turn (see
+// the package doc): once started, the event runs to its outcome within its
+// budget even when ctx ends.
+func (p *Processor) Process(ctx context.Context, m Message) (res Result) {
+	start := p.opts.Now()
+	env, decodeErr := envelope.Decode(m.Data)
+	if env != nil {
+		ctx = telemetry.Extract(ctx, env.Trace)
+	}
+	ctx, span := p.tracer.Start(ctx, "process segment-events",
+		trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(
+			attribute.String("messaging.system", "gcp_pubsub"),
+			attribute.String("messaging.operation.type", "process"),
+			attribute.String("messaging.message.id", m.ID),
+			attribute.Int("messaging.gcp_pubsub.message.delivery_attempt", m.DeliveryAttempt),
+			attribute.String("segment.message_id", m.Attributes[envelope.AttrMessageID]),
+			attribute.String("segment.type", m.Attributes[envelope.AttrType]),
+			attribute.String("account.id", m.Attributes[envelope.AttrAccountID]),
+		))
+	defer span.End()
+	defer func() { p.observe(ctx, m, env, res, start) }()
+	defer func() {
+		if r := recover(); r != nil {
+			err := fmt.Errorf("panic: %v", r)
+			p.log.ErrorContext(ctx, "panic in processing; nacked", "pubsubId", m.ID,
+				"messageId", m.Attributes[envelope.AttrMessageID], "error", err, "stack", string(debug.Stack()))
+			res = Result{Decision: Nack, Outcome: OutcomeRetry, Class: ClassPanic, Err: err}
+		}
+	}()
+	if decodeErr != nil {
+		return p.out.failed(ctx, journey{msg: m}, decodeErr)
+	}
+	return p.deliver(ctx, m, env)
+}
+
+// deliver runs the stages after decode.
+func (p *Processor) deliver(ctx context.Context, m Message, env *envelope.Message) Result {
+	ev := env.Event
+	j := journey{msg: m, accountID: env.AccountID, messageID: ev.MessageID, calls: &startdeliver.Calls{}}
+	// guard: the only copy running here, and the account's turn.
+	disown, err := p.copies.own(ctx, env.AccountID, ev.MessageID)
+	if err != nil {
+		return p.out.failed(ctx, j, fmt.Errorf("wait for a copy of the event: %w: %w", errNotStarted, err))
+	}
+	defer disown()
+	t, err := p.sched.acquire(ctx, env.AccountID)
+	if err != nil {
+		return p.out.failed(ctx, j, fmt.Errorf("wait for the account's turn: %w: %w", errNotStarted, err))
+	}
+	defer t.release()
+	// Started: from here on the event runs on its own budget.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.Budget)
+	defer cancel()
+
+	// dedupe
+	if done, err := p.isDone(ctx, env.AccountID, ev.MessageID); err != nil || done {
+		if err != nil {
+			return p.out.failed(ctx, j, err)
+		}
+		return Result{Decision: Ack, Outcome: OutcomeDuplicate}
+	}
+	// plan
+	entry, pl, err := p.plan(ctx, env)
+	if err != nil {
+		return p.out.failed(ctx, j, err)
+	}
+	if pl.Skip != "" {
+		t.release()
+		return p.out.done(ctx, j, OutcomeSkipped, pl.SkipClass)
+	}
+	// apply
+	acct := startdeliver.Account{APIKey: env.APIKey, BaseURL: entry.Account.StartdeliverAPIURL}
+	_, _, err = p.apply.apply(startdeliver.WithCalls(ctx, j.calls),
+		job{acct: acct, accountID: env.AccountID, turn: t, plan: pl, received: env.ReceivedAt})
+	t.release()
+	// outcome
+	if err != nil {
+		return p.out.failed(ctx, j, err)
+	}
+	return p.out.done(ctx, j, OutcomeDelivered, "")
+}
+
+// isDone checks the record of completed events.
+func (p *Processor) isDone(ctx context.Context, accountID, messageID string) (bool, error) {
+	ctx, span := p.tracer.Start(ctx, "dedupe check")
+	defer span.End()
+	done, err := p.opts.Completions.Done(ctx, accountID, messageID)
+	span.SetAttributes(attribute.Bool("delivery.duplicate", done))
+	if err != nil {
+		span.SetStatus(codes.Error, "dedupe check failed")
+		return false, fmt.Errorf("check completion: %w", err)
+	}
+	return done, nil
+}
+
+// plan loads the account's configuration, merges the event's settings into
+// it, and plans the event.
+func (p *Processor) plan(ctx context.Context, env *envelope.Message) (*accountstore.Entry, *plan.Plan, error) {
+	entry, err := p.config(ctx, env.AccountID)
+	if err != nil {
+		return nil, nil, err
+	}
+	settings := entry.Account.Settings
+	if len(env.Settings) > 0 {
+		var o account.SettingsOverride
+		if err := json.Unmarshal(env.Settings, &o); err != nil {
+			return nil, nil, failure.Permanent(ClassBadMessage, fmt.Errorf("settings in message: %w", err))
+		}
+		settings = settings.With(o)
+	}
+	pl, err := plan.Decide(env.Event, settings, entry.Compiled)
+	if err != nil {
+		return nil, nil, err // permanent, with its class (plan.Decide)
+	}
+	trace.SpanFromContext(ctx).SetAttributes(attribute.Int("delivery.dropped_fields", len(pl.Dropped)))
+	for _, d := range pl.Dropped {
+		p.log.InfoContext(ctx, "value left out", "entity", d.Entity, "field", d.Field, "reason", d.Reason,
+			"messageId", env.Event.MessageID, "account", env.AccountID)
+	}
+	return entry, pl, nil
+}
+
+// config loads the account's compiled configuration. A disabled account's
+// events are dead-lettered, so that they can be replayed once it is
+// enabled again.
+func (p *Processor) config(ctx context.Context, accountID string) (*accountstore.Entry, error) {
+	ctx, span := p.tracer.Start(ctx, "config lookup", trace.WithAttributes(attribute.String("account.id", accountID)))
+	defer span.End()
+	entry, source, err := p.opts.Accounts.Lookup(ctx, accountID)
+	span.SetAttributes(attribute.String("config.source", string(source)))
+	p.metrics.lookup(ctx, source, err)
+	switch {
+	case errors.Is(err, accountstore.ErrUnknown):
+		span.SetStatus(codes.Error, "unknown account")
+		return nil, failure.Permanent(ClassUnknown, fmt.Errorf("account %s is not registered", short(accountID)))
+	case err != nil:
+		span.SetStatus(codes.Error, "config unavailable")
+		return nil, fmt.Errorf("load account config: %w", err)
+	case entry.Invalid != nil:
+		span.SetStatus(codes.Error, "invalid config")
+		return nil, failure.Permanent(ClassInvalid, entry.Invalid)
+	case entry.Disabled:
+		span.SetStatus(codes.Error, "account disabled")
+		return nil, failure.Permanent(ClassDisabled, fmt.Errorf("account %s is disabled", short(accountID)))
+	}
+	return entry, nil
+}
+
+// observe ends a message's processing: span status, one log line, metrics.
+func (p *Processor) observe(ctx context.Context, m Message, env *envelope.Message, res Result, start time.Time) {
+	span := trace.SpanFromContext(ctx)
+	span.SetAttributes(attribute.String("delivery.outcome", res.Outcome))
+	if res.Class != "" {
+		span.SetAttributes(attribute.String("delivery.error_class", res.Class))
+	}
+	if res.Err != nil {
+		span.RecordError(res.Err)
+		span.SetStatus(codes.Error, res.Outcome)
+	} else {
+		span.SetStatus(codes.Ok, res.Outcome)
+	}
+	attrs := []any{"outcome", res.Outcome, "pubsubId", m.ID, "messageId", m.Attributes[envelope.AttrMessageID],
+		"account", m.Attributes[envelope.AttrAccountID], "type", m.Attributes[envelope.AttrType]}
+	if res.Class != "" {
+		attrs = append(attrs, "errorClass", res.Class)
+	}
+	level := slog.LevelDebug
+	switch res.Outcome {
+	case OutcomeDeadLettered:
+		level = slog.LevelWarn
+		attrs = append(attrs, "error", res.Err.Error())
+	case OutcomeRetry:
+		level = slog.LevelWarn
+		attrs = append(attrs, "error", res.Err.Error(), "deliveryAttempt", m.DeliveryAttempt)
+	}
+	p.log.Log(ctx, level, "event processed", attrs...)
+	var received time.Time
+	if env != nil {
+		received = env.ReceivedAt
+	}
+	p.metrics.record(ctx, res, m.Attributes, received, p.opts.Now().Sub(start), p.opts.Now())
+}
+
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
