@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/startdeliver/segment-destination/shared/account"
@@ -84,6 +85,19 @@ type config struct {
 	// Emulator is true when PUBSUB_EMULATOR_HOST is set: topics and the
 	// subscription are then created when missing.
 	Emulator bool
+	// Keyset is API_KEY_KEYSET: deliver's private keyset (Tink JSON),
+	// encrypted by the Cloud KMS key KeysetKEK, as `deliver/cmd/keys`
+	// writes it; in Cloud Run it comes from Secret Manager. Required
+	// outside the emulators; on the Firestore emulator, when empty, the
+	// development keyset kept there is used.
+	Keyset string
+	// KeysetKEK is API_KEY_KEYSET_KEK: the Cloud KMS key that encrypts
+	// Keyset (gcp-kms://projects/P/locations/L/keyRings/R/cryptoKeys/K),
+	// called once at start. Required with Keyset outside the emulators;
+	// on the emulators a Keyset without it is read as clear text.
+	KeysetKEK string
+	// FirestoreEmulator is true when FIRESTORE_EMULATOR_HOST is set.
+	FirestoreEmulator bool
 }
 
 func loadConfig(getenv func(string) string) (*config, error) {
@@ -104,6 +118,9 @@ func loadConfig(getenv func(string) string) (*config, error) {
 		PushServiceAccount:   getenv("PUSH_SERVICE_ACCOUNT"),
 		LogLevel:             envconfig.String(getenv, "LOG_LEVEL", "info"),
 		Emulator:             getenv("PUBSUB_EMULATOR_HOST") != "",
+		Keyset:               getenv("API_KEY_KEYSET"),
+		KeysetKEK:            getenv("API_KEY_KEYSET_KEK"),
+		FirestoreEmulator:    getenv("FIRESTORE_EMULATOR_HOST") != "",
 	}
 	var err error
 	if c.ConfigCacheTTL, err = envconfig.Duration(getenv, "CONFIG_CACHE_TTL", accountstore.MaxTTL); err != nil {
@@ -163,6 +180,15 @@ func (c *config) validate() error {
 	}
 	if _, err := strconv.ParseUint(c.Port, 10, 16); err != nil {
 		errs = append(errs, fmt.Errorf("PORT=%q: want a port number", c.Port))
+	}
+	switch {
+	case c.Keyset == "" && !c.FirestoreEmulator:
+		errs = append(errs, errors.New("API_KEY_KEYSET is required outside the emulators (deliver's private keyset; see infra/README.md)"))
+	case c.Keyset != "" && c.KeysetKEK == "" && !c.FirestoreEmulator:
+		errs = append(errs, errors.New("API_KEY_KEYSET_KEK is required with API_KEY_KEYSET outside the emulators (the Cloud KMS key that encrypts it)"))
+	}
+	if c.KeysetKEK != "" && !strings.HasPrefix(c.KeysetKEK, "gcp-kms://") {
+		errs = append(errs, errors.New("API_KEY_KEYSET_KEK: want gcp-kms://projects/P/locations/L/keyRings/R/cryptoKeys/K"))
 	}
 	for name, v := range map[string]int{"PULL_STREAMS": c.Streams, "PULL_MAX_OUTSTANDING": c.MaxOutstanding, "ACCOUNT_CONCURRENCY": c.PerAccount} {
 		if v <= 0 {

@@ -24,6 +24,10 @@ import (
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"github.com/GoogleCloudPlatform/functions-framework-go/functions"
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/tink-crypto/tink-go-gcpkms/v2/integration/gcpkms"
+	"github.com/tink-crypto/tink-go/v2/core/registry"
+	"github.com/tink-crypto/tink-go/v2/keyset"
+	"github.com/tink-crypto/tink-go/v2/tink"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -35,6 +39,7 @@ import (
 	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver"
 	"github.com/startdeliver/segment-destination/shared/accountstore"
 	"github.com/startdeliver/segment-destination/shared/gcpclient"
+	"github.com/startdeliver/segment-destination/shared/keyseal"
 	"github.com/startdeliver/segment-destination/shared/telemetry"
 )
 
@@ -117,6 +122,10 @@ func newService(ctx context.Context, getenv func(string) string) (_ *service, er
 	}
 	s.accounts = accountstore.New(s.fs, accountstore.Options{Collection: cfg.AccountsCollection, TTL: cfg.ConfigCacheTTL})
 	s.dead = intake.NewDeadLetterPublisher(s.ps, cfg.DeadLetterTopic)
+	opener, err := openKeyset(ctx, cfg, s.fs, nil)
+	if err != nil {
+		return nil, err
+	}
 	client := startdeliver.New(startdeliver.Options{DefaultBaseURL: cfg.StartdeliverURL, Logger: s.log, CheckBaseURL: cfg.APIURLs.Check,
 		Retry: startdeliver.Retry{Budget: cfg.Budget}, RateLimit: startdeliver.RateLimit{Max: cfg.MaxRate}})
 	s.processor = delivery.New(delivery.Options{
@@ -125,12 +134,48 @@ func newService(ctx context.Context, getenv func(string) string) (_ *service, er
 		Claims:        identity.New(s.fs, identity.Options{Collection: cfg.IdentitiesCollection}),
 		Client:        client,
 		DeadLetters:   s.dead,
+		Keys:          opener,
 		PerAccount:    cfg.PerAccount,
 		Budget:        cfg.Budget,
 		FinishTimeout: finishTimeout,
 		Logger:        s.log,
 	})
 	return s, nil
+}
+
+// openKeyset returns the opener of sealed API keys: API_KEY_KEYSET
+// decrypted with the Cloud KMS key API_KEY_KEYSET_KEK (one KMS call, here;
+// none per message), or on the emulators a clear-text API_KEY_KEYSET or the
+// development keyset kept in the Firestore emulator (created there if
+// absent). kms, when not nil, replaces Cloud KMS (tests: Tink's fake KMS).
+func openKeyset(ctx context.Context, cfg *config, fs *firestore.Client, kms registry.KMSClient) (*keyseal.Opener, error) {
+	var (
+		h   *keyset.Handle
+		err error
+	)
+	switch {
+	case cfg.Keyset == "":
+		// loadConfig allows this only on the Firestore emulator.
+		h, err = keyseal.DevelopmentPrivate(ctx, fs, keyseal.DevelopmentCollection)
+	case cfg.KeysetKEK == "":
+		// loadConfig allows this only on the Firestore emulator.
+		h, err = keyseal.ReadClearPrivate([]byte(cfg.Keyset))
+	default:
+		if kms == nil {
+			if kms, err = gcpkms.NewClientWithOptions(ctx, "gcp-kms://"); err != nil {
+				return nil, fmt.Errorf("API key keyset: Cloud KMS client: %w", err)
+			}
+		}
+		var kek tink.AEAD
+		if kek, err = kms.GetAEAD(cfg.KeysetKEK); err != nil {
+			return nil, fmt.Errorf("API key keyset: KMS key: %w", err)
+		}
+		h, err = keyseal.ReadPrivate([]byte(cfg.Keyset), kek)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("API key keyset: %w", err)
+	}
+	return keyseal.NewOpener(h)
 }
 
 // close stops the dead-letter publisher and the clients, then flushes

@@ -73,7 +73,22 @@ tf init -input=false
 tf apply -input=false -auto-approve "${tf_vars[@]}" \
   -target=google_project_service.apis \
   -target=google_artifact_registry_repository_iam_member.deployer_writer \
-  -target=google_project_iam_member.deployer_project
+  -target=google_project_iam_member.deployer_project \
+  -target=google_kms_crypto_key_iam_member.deliver_decrypter \
+  -target=google_kms_crypto_key_iam_member.deliver_encrypter \
+  -target=google_secret_manager_secret_iam_member.deliver_keyset_accessor
+
+# Both services refuse to start without the API key keyset, which is made
+# by deliver/cmd/keys, not by Terraform (infra/README.md#api-key-keyset).
+public_keyset="$root/infra/api-key-public-keyset.json"
+if [[ -z "$(gcloud secrets versions list segment-deliver-api-key-keyset --project="$PROJECT_ID" --filter=state=ENABLED --format='value(name)' --limit=1)" ]] ||
+  [[ -z "${TF_VAR_api_key_public_keyset:-}" && ! -s "$public_keyset" ]]; then
+  die "no API key keyset yet: create it as infra/README.md#create-the-first-keyset says, then run this again"
+fi
+if [[ -z "${TF_VAR_api_key_public_keyset:-}" ]]; then
+  TF_VAR_api_key_public_keyset="$(cat "$public_keyset")"
+  export TF_VAR_api_key_public_keyset
+fi
 
 services_exist() {
   [[ -n "$(gcloud run services list --project="$PROJECT_ID" --region="$REGION" \

@@ -21,6 +21,9 @@ locals {
     # (read-only) in Startdeliver.
     DELIVERIES_COLLECTION = local.deliveries_collection
     STARTDELIVER_API_URL  = var.startdeliver_api_url
+    # deliver's public keyset: ingest seals each API key with it and cannot
+    # open what it sealed (infra/README.md#api-key-keyset).
+    API_KEY_PUBLIC_KEYSET = var.api_key_public_keyset
   })
 
   deliver_env = merge(local.common_env, {
@@ -36,6 +39,9 @@ locals {
     # Completed events and creation claims (TTL policies in firestore.tf).
     DELIVERIES_COLLECTION = local.deliveries_collection
     IDENTITIES_COLLECTION = local.identities_collection
+    # The Cloud KMS key that encrypts deliver's keyset (API_KEY_KEYSET,
+    # from Secret Manager below).
+    API_KEY_KEYSET_KEK = "gcp-kms://${google_kms_crypto_key.api_key_keyset.id}"
   })
 
   # Cloud Run's request timeout must outlast the ack deadline, so Pub/Sub and
@@ -177,6 +183,19 @@ resource "google_cloud_run_v2_service" "deliver" {
         }
       }
 
+      # deliver's private keyset, encrypted by the KMS key: read from Secret
+      # Manager when an instance starts (a new version needs a new revision
+      # or new instances to be seen).
+      env {
+        name = "API_KEY_KEYSET"
+        value_source {
+          secret_key_ref {
+            secret  = google_secret_manager_secret.api_key_keyset.id
+            version = "latest"
+          }
+        }
+      }
+
       startup_probe {
         http_get {
           path = "/healthz"
@@ -218,5 +237,8 @@ resource "google_cloud_run_v2_service" "deliver" {
     google_pubsub_topic_iam_member.deliver_dead_letter_publisher,
     google_firestore_field.deliveries_ttl,
     google_firestore_field.identities_ttl,
+    # deliver reads its keyset and decrypts it at start.
+    google_secret_manager_secret_iam_member.deliver_keyset_accessor,
+    google_kms_crypto_key_iam_member.deliver_decrypter,
   ]
 }

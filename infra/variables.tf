@@ -208,3 +208,16 @@ variable "deletion_protection" {
   type        = bool
   default     = true
 }
+
+# --- API key protection -----------------------------------------------------------
+
+variable "api_key_public_keyset" {
+  description = "deliver's public keyset (Tink JSON, from `go run ./deliver/cmd/keys public`), ingest's API_KEY_PUBLIC_KEYSET. ingest refuses to start without it. Not secret: it can only seal. See infra/README.md#api-key-keyset."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.api_key_public_keyset == "" || can(jsondecode(var.api_key_public_keyset).primaryKeyId)
+    error_message = "api_key_public_keyset must be a Tink JSON keyset (with primaryKeyId), as deliver/cmd/keys prints it."
+  }
+}

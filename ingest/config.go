@@ -9,6 +9,7 @@ import (
 	"github.com/startdeliver/segment-destination/shared/account"
 	"github.com/startdeliver/segment-destination/shared/accountstore"
 	"github.com/startdeliver/segment-destination/shared/envconfig"
+	"github.com/startdeliver/segment-destination/shared/keyseal"
 )
 
 // config is ingest's configuration, read from the environment.
@@ -63,6 +64,14 @@ type config struct {
 	// (STARTDELIVER_API_HOSTS, as deliver's): explain's lookups send the key
 	// only where deliver would.
 	APIURLs account.APIURLPolicy
+	// PublicKeyset is API_KEY_PUBLIC_KEYSET: deliver's public keyset (Tink
+	// JSON, as `deliver/cmd/keys` prints it), with which ingest seals each
+	// event's API key. It must hold no private key material. Required
+	// outside the emulators; on the Firestore emulator, when empty, the
+	// development keyset kept there is used.
+	PublicKeyset string
+	// FirestoreEmulator is true when FIRESTORE_EMULATOR_HOST is set.
+	FirestoreEmulator bool
 }
 
 func loadConfig(getenv func(string) string) (*config, error) {
@@ -78,6 +87,8 @@ func loadConfig(getenv func(string) string) (*config, error) {
 		DeliveriesCollection: envconfig.String(getenv, "DELIVERIES_COLLECTION", "deliveries"),
 		StartdeliverAPIURL:   envconfig.String(getenv, "STARTDELIVER_API_URL", "https://app.startdeliver.com/api/v1"),
 		TraceURL:             getenv("CONSOLE_TRACE_URL"),
+		PublicKeyset:         getenv("API_KEY_PUBLIC_KEYSET"),
+		FirestoreEmulator:    getenv("FIRESTORE_EMULATOR_HOST") != "",
 	}
 	if c.TraceURL == "" && !c.Emulator {
 		c.TraceURL = "https://console.cloud.google.com/traces/list?project={project}&tid={traceId}"
@@ -117,6 +128,14 @@ func (c *config) validate() error {
 	}
 	if _, err := strconv.ParseUint(c.Port, 10, 16); err != nil {
 		errs = append(errs, fmt.Errorf("PORT=%q: want a port number", c.Port))
+	}
+	switch {
+	case c.PublicKeyset != "":
+		if _, err := keyseal.ReadPublic([]byte(c.PublicKeyset)); err != nil {
+			errs = append(errs, fmt.Errorf("API_KEY_PUBLIC_KEYSET: %w", err))
+		}
+	case !c.FirestoreEmulator:
+		errs = append(errs, errors.New("API_KEY_PUBLIC_KEYSET is required outside the emulators (deliver's public keyset; see infra/README.md)"))
 	}
 	return errors.Join(errs...)
 }

@@ -18,9 +18,11 @@ import (
 	"syscall"
 	"time"
 
+	"cloud.google.com/go/firestore"
 	"cloud.google.com/go/pubsub/v2"
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"github.com/GoogleCloudPlatform/functions-framework-go/functions"
+	"github.com/tink-crypto/tink-go/v2/keyset"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -32,6 +34,7 @@ import (
 	"github.com/startdeliver/segment-destination/shared/envelope"
 	"github.com/startdeliver/segment-destination/shared/gcpclient"
 	"github.com/startdeliver/segment-destination/shared/journey"
+	"github.com/startdeliver/segment-destination/shared/keyseal"
 	"github.com/startdeliver/segment-destination/shared/lookup"
 	"github.com/startdeliver/segment-destination/shared/telemetry"
 )
@@ -118,6 +121,10 @@ func newService(ctx context.Context, getenv func(string) string) (_ *service, er
 		return nil, err
 	}
 	s.closers = append(s.closers, fs.Close)
+	sealer, err := newSealer(ctx, cfg, fs)
+	if err != nil {
+		return nil, err
+	}
 	s.publisher = newPublisher(ps, cfg)
 	store := accountstore.New(fs, accountstore.Options{Collection: cfg.AccountsCollection, TTL: cfg.ConfigCacheTTL})
 	// Explain's read-only finds: one client, a timeout, the same
@@ -126,6 +133,7 @@ func newService(ctx context.Context, getenv func(string) string) (_ *service, er
 	h := receive.New(receive.Options{
 		Publisher: s.publisher,
 		Accounts:  store,
+		Sealer:    sealer,
 		Ready:     &topicCheck{ps: ps, name: topicName(cfg.Project, cfg.Topic)},
 		Topic:     cfg.Topic,
 		Logger:    log,
@@ -167,6 +175,27 @@ var newPublisher = func(ps *pubsub.Client, cfg *config) eventPublisher {
 		Timeout:         cfg.PublishTimeout,
 		MaxBytes:        cfg.PublishMaxBytes,
 	})
+}
+
+// newSealer returns the sealer of API keys: deliver's public keyset from
+// API_KEY_PUBLIC_KEYSET, or on the Firestore emulator the development
+// keyset's public half (created there if absent). ingest never holds a
+// private keyset.
+func newSealer(ctx context.Context, cfg *config, fs *firestore.Client) (*keyseal.Sealer, error) {
+	var (
+		pub *keyset.Handle
+		err error
+	)
+	if cfg.PublicKeyset != "" {
+		pub, err = keyseal.ReadPublic([]byte(cfg.PublicKeyset))
+	} else {
+		// loadConfig allows no keyset only on the emulator.
+		pub, err = keyseal.DevelopmentPublic(ctx, fs, keyseal.DevelopmentCollection)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("API key keyset: %w", err)
+	}
+	return keyseal.NewSealer(pub, keyseal.SealerOptions{})
 }
 
 // routeOf names a request's route for spans without ids or keys.

@@ -20,6 +20,7 @@ import (
 	"github.com/startdeliver/segment-destination/shared/accountstore"
 	"github.com/startdeliver/segment-destination/shared/emulatortest"
 	"github.com/startdeliver/segment-destination/shared/envelope"
+	"github.com/startdeliver/segment-destination/shared/keyseal"
 )
 
 // stack is one ingest process under test, publishing to a fresh topic with
@@ -150,7 +151,7 @@ func TestPublishedEventArrivesIntact(t *testing.T) {
 		t.Fatalf("received %d messages, want 1", len(msgs))
 	}
 	m := msgs[0]
-	want := map[string]string{envelope.AttrType: "track", envelope.AttrMessageID: "m-int-1", envelope.AttrAccountID: envelope.AccountID(s.key), envelope.AttrVersion: "1"}
+	want := map[string]string{envelope.AttrType: "track", envelope.AttrMessageID: "m-int-1", envelope.AttrAccountID: envelope.AccountID(s.key), envelope.AttrVersion: "2"}
 	for k, v := range want {
 		if m.Attributes[k] != v {
 			t.Errorf("attribute %s = %q, want %q", k, m.Attributes[k], v)
@@ -172,6 +173,23 @@ func TestPublishedEventArrivesIntact(t *testing.T) {
 	}
 	if p := got.Event.Properties; p["plan"] != "pro" || p["n"] != json.Number("1.25") {
 		t.Errorf("properties = %v, want plan=pro n=1.25", p)
+	}
+	// The key is sealed (version 2), not in the body; with no keyset
+	// configured ingest sealed it with the emulator's development keyset,
+	// whose private half (deliver's) opens it for this message only.
+	if strings.Contains(string(m.Data), s.key) || got.APIKey != "" || len(got.SealedKey) == 0 {
+		t.Fatalf("message body holds the plain key or no sealed key")
+	}
+	priv, err := keyseal.DevelopmentPrivate(context.Background(), emulatortest.Firestore(t, s.env), keyseal.DevelopmentCollection)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := keyseal.NewOpener(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k, err := o.Open(got.SealedKey, got.AccountID, "m-int-1"); err != nil || k != s.key {
+		t.Errorf("Open(sealed key) = %q, %v; want the account's key", k, err)
 	}
 }
 

@@ -4,10 +4,18 @@
 //
 // The body carries everything deliver needs: the event as received, the
 // account, the per-event settings from Segment's header, the receive time,
-// the trace context and the Startdeliver API key. The key travels only in
-// the body; attributes (which Pub/Sub shows in consoles, logs and
-// dead-letter inspection) hold only the event type, the account id (the
-// key's SHA-256) and the messageId.
+// the trace context and the Startdeliver API key, sealed for deliver alone
+// (package keyseal): nobody who reads the topic, a subscription, a snapshot
+// or the dead-letter topic can read the key. Attributes (which Pub/Sub shows
+// in consoles, logs and dead-letter inspection) hold only the event type,
+// the account id (the key's SHA-256) and the messageId.
+//
+// Versions: 2 (written by Encode when the key is sealed) carries
+// "sealedKey" and no key; 1, the previous version, carried the key in plain
+// text as "apiKey". Decode reads both, so that version-1 messages still on
+// the topic or the dead-letter topic after an upgrade are delivered;
+// version 1 can be dropped once no such message can remain (topic and
+// dead-letter retention after the last ingest that wrote it stopped).
 package envelope
 
 import (
@@ -23,9 +31,12 @@ import (
 	"github.com/startdeliver/segment-destination/shared/segment"
 )
 
-// Version is the body format written by Encode. Decode accepts it and every
-// earlier version still in flight.
-const Version = 1
+// Version is the body format written by Encode for a sealed key. Decode
+// accepts it and every earlier version still in flight.
+const Version = 2
+
+// versionPlainKey is the previous format, with the key in plain text.
+const versionPlainKey = 1
 
 // Attribute names on every message.
 const (
@@ -63,8 +74,14 @@ const maxOrderingKey = 1024
 type Message struct {
 	// AccountID is the lowercase hex SHA-256 of APIKey.
 	AccountID string
-	// APIKey is the account's Startdeliver API key. It never leaves the body.
+	// APIKey is the account's Startdeliver API key in plain text. Encode
+	// writes it only when SealedKey is empty (version 1, the previous
+	// format; ingest always seals). Decode sets it only for version 1;
+	// for version 2 deliver opens SealedKey.
 	APIKey string
+	// SealedKey is APIKey sealed for deliver (keyseal.Sealer.Seal with
+	// AccountID and the event's messageId).
+	SealedKey []byte
 	// Settings is the X-Segment-Settings object of the request, without the
 	// API key, or nil when the account's stored settings apply.
 	Settings json.RawMessage
@@ -82,7 +99,8 @@ type Message struct {
 type body struct {
 	V          int               `json:"v"`
 	AccountID  string            `json:"accountId"`
-	APIKey     string            `json:"apiKey"`
+	APIKey     string            `json:"apiKey,omitempty"`
+	SealedKey  []byte            `json:"sealedKey,omitempty"`
 	Settings   json.RawMessage   `json:"settings,omitempty"`
 	ReceivedAt time.Time         `json:"receivedAt"`
 	Trace      map[string]string `json:"trace,omitempty"`
@@ -108,7 +126,7 @@ func Encode(m *Message) (*Encoded, error) {
 	if m.Event == nil {
 		return nil, errors.New("encode envelope: no event")
 	}
-	if m.APIKey == "" || m.AccountID == "" {
+	if m.AccountID == "" || m.APIKey == "" && len(m.SealedKey) == 0 {
 		return nil, errors.New("encode envelope: no account")
 	}
 	data, err := appendBody(make([]byte, 0, 2048), m)
@@ -118,13 +136,21 @@ func Encode(m *Message) (*Encoded, error) {
 	return &Encoded{
 		Data: data,
 		Attributes: map[string]string{
-			AttrVersion:   "1",
+			AttrVersion:   strconv.Itoa(version(m)),
 			AttrType:      string(m.Event.Type),
 			AttrAccountID: m.AccountID,
 			AttrMessageID: m.Event.MessageID,
 		},
 		OrderingKey: OrderingKey(m.AccountID, m.Event.PersonKey()),
 	}, nil
+}
+
+// version is the body format m is written in.
+func version(m *Message) int {
+	if len(m.SealedKey) > 0 {
+		return Version
+	}
+	return versionPlainKey
 }
 
 // appendBody writes the body's JSON by hand, with the event, the bulk of
@@ -143,9 +169,13 @@ func appendBody(b []byte, m *Message) ([]byte, error) {
 		b, err = json.Append(b, v, 0)
 	}
 	b = append(b, `{"v":`...)
-	b = strconv.AppendInt(b, Version, 10)
+	b = strconv.AppendInt(b, int64(version(m)), 10)
 	field("accountId", m.AccountID)
-	field("apiKey", m.APIKey)
+	if len(m.SealedKey) > 0 {
+		field("sealedKey", m.SealedKey) // base64; never the plain key
+	} else {
+		field("apiKey", m.APIKey)
+	}
 	if len(m.Settings) > 0 {
 		if !json.Valid(m.Settings) {
 			return nil, errors.New("settings are not valid JSON")
@@ -220,11 +250,24 @@ func decode(data []byte) (*Message, error) {
 	if b.V < 1 || b.V > Version {
 		return nil, &DecodeError{Err: fmt.Errorf("unsupported version %d", b.V)}
 	}
-	if b.APIKey == "" {
-		return nil, &DecodeError{Err: errors.New("no API key")}
-	}
-	if got := AccountID(b.APIKey); b.AccountID != got {
-		return nil, &DecodeError{Err: errors.New("account id does not match the API key")}
+	switch b.V {
+	case versionPlainKey:
+		if b.APIKey == "" {
+			return nil, &DecodeError{Err: errors.New("no API key")}
+		}
+		if got := AccountID(b.APIKey); b.AccountID != got {
+			return nil, &DecodeError{Err: errors.New("account id does not match the API key")}
+		}
+	default:
+		if b.APIKey != "" {
+			return nil, &DecodeError{Err: fmt.Errorf("version %d carries no plain API key", b.V)}
+		}
+		if len(b.SealedKey) == 0 {
+			return nil, &DecodeError{Err: errors.New("no sealed API key")}
+		}
+		if !isAccountID(b.AccountID) {
+			return nil, &DecodeError{Err: errors.New("account id is not a SHA-256 in hex")}
+		}
 	}
 	if len(b.Event) == 0 {
 		return nil, &DecodeError{Err: errors.New("no event")}
@@ -236,9 +279,23 @@ func decode(data []byte) (*Message, error) {
 	return &Message{
 		AccountID:  b.AccountID,
 		APIKey:     b.APIKey,
+		SealedKey:  b.SealedKey,
 		Settings:   b.Settings,
 		ReceivedAt: b.ReceivedAt,
 		Trace:      b.Trace,
 		Event:      ev,
 	}, nil
+}
+
+// isAccountID reports whether s is a lowercase hex SHA-256.
+func isAccountID(s string) bool {
+	if len(s) != 2*sha256.Size {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }

@@ -31,6 +31,8 @@ func testMessage(t *testing.T) *Message {
 	}
 }
 
+// TestRoundTrip: a plain key writes version 1, the previous format, which
+// Decode still reads (messages in flight across an upgrade).
 func TestRoundTrip(t *testing.T) {
 	m := testMessage(t)
 	enc, err := Encode(m)
@@ -101,6 +103,53 @@ func TestDecodeRejects(t *testing.T) {
 		}
 		if !failure.IsPermanent(err) || failure.Class(err) != ClassBadMessage {
 			t.Errorf("%s: Decode = %v (class %q), want permanent of class %q", name, err, failure.Class(err), ClassBadMessage)
+		}
+		if err != nil && strings.Contains(err.Error(), testKey) {
+			t.Errorf("%s: error %q holds the API key", name, err)
+		}
+	}
+}
+
+// TestSealedRoundTrip: with a sealed key, Encode writes version 2, whose
+// body holds the sealed bytes and never the plain key (even when the
+// Message also carries it), and Decode gives the sealed bytes back.
+func TestSealedRoundTrip(t *testing.T) {
+	m := testMessage(t)
+	m.SealedKey = []byte("\x01sealed-bytes\x00\xff")
+	enc, err := Encode(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if enc.Attributes[AttrVersion] != "2" {
+		t.Errorf("attribute v = %q, want 2", enc.Attributes[AttrVersion])
+	}
+	if strings.Contains(string(enc.Data), testKey) || strings.Contains(string(enc.Data), `"apiKey"`) {
+		t.Fatalf("version 2 body holds the plain key: %s", enc.Data)
+	}
+	got, err := Decode(enc.Data)
+	if err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	if got.APIKey != "" || string(got.SealedKey) != string(m.SealedKey) || got.AccountID != m.AccountID {
+		t.Errorf("Decode = APIKey %q, SealedKey %q, AccountID %q; want no key, the sealed bytes, the account", got.APIKey, got.SealedKey, got.AccountID)
+	}
+	if diff := cmp.Diff(m.Event.Raw, got.Event.Raw); diff != "" {
+		t.Errorf("event changed (-want +got):\n%s", diff)
+	}
+}
+
+func TestDecodeRejectsVersion2(t *testing.T) {
+	id := AccountID(testKey)
+	ev := `"event":{"type":"track","userId":"u","event":"e","messageId":"m"}`
+	for name, data := range map[string]string{
+		"plain key in version 2": `{"v":2,"accountId":"` + id + `","apiKey":"` + testKey + `","sealedKey":"AQ==",` + ev + `}`,
+		"no sealed key":          `{"v":2,"accountId":"` + id + `",` + ev + `}`,
+		"account id not hex":     `{"v":2,"accountId":"` + strings.ToUpper(id) + `","sealedKey":"AQ==",` + ev + `}`,
+		"sealed key not base64":  `{"v":2,"accountId":"` + id + `","sealedKey":"%%",` + ev + `}`,
+	} {
+		_, err := Decode([]byte(data))
+		if !failure.IsPermanent(err) || failure.Class(err) != ClassBadMessage {
+			t.Errorf("%s: Decode = %v, want permanent %s", name, err, ClassBadMessage)
 		}
 		if err != nil && strings.Contains(err.Error(), testKey) {
 			t.Errorf("%s: error %q holds the API key", name, err)

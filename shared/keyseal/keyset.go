@@ -104,6 +104,19 @@ func WritePrivate(h *keyset.Handle, kek tink.AEAD) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// ReadClearPrivate reads a private keyset in Tink's JSON format that no
+// KMS key encrypts. For the emulators and tests only: outside them deliver
+// refuses a keyset without its key encryption key.
+func ReadClearPrivate(data []byte) (*keyset.Handle, error) {
+	return readCleartextPrivate(data)
+}
+
+// WriteClearPrivate writes a private keyset in clear text, for the
+// emulators and tests only (see ReadClearPrivate).
+func WriteClearPrivate(h *keyset.Handle) ([]byte, error) {
+	return writeCleartextPrivate(h)
+}
+
 // readCleartextPrivate and writeCleartextPrivate are for the development
 // keyset on the emulators only, which has no KMS to encrypt it.
 func readCleartextPrivate(data []byte) (*keyset.Handle, error) {

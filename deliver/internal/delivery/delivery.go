@@ -17,6 +17,7 @@ import (
 	"github.com/startdeliver/segment-destination/deliver/internal/dedupe"
 	"github.com/startdeliver/segment-destination/deliver/internal/identity"
 	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver"
+	"github.com/startdeliver/segment-destination/shared/abbrev"
 	"github.com/startdeliver/segment-destination/shared/account"
 	"github.com/startdeliver/segment-destination/shared/accountstore"
 	"github.com/startdeliver/segment-destination/shared/envelope"
@@ -62,6 +63,11 @@ const (
 	ClassDisabled     = "account-disabled"
 	ClassStartdeliver = startdeliver.ClassRejected
 	ClassPanic        = "panic"
+	// ClassSealedKey is a message whose sealed API key does not open with
+	// deliver's keyset: moved from another message or account, altered, or
+	// sealed for a keyset deliver does not hold (replay it once deliver has
+	// that key).
+	ClassSealedKey = "sealed-key"
 )
 
 // Result is the fate of one message, with its reason.
@@ -100,6 +106,12 @@ type deadLetters interface {
 	Publish(ctx context.Context, data []byte, attrs map[string]string, orderingKey string) error
 }
 
+// keys opens a sealed API key for its account and message
+// (keyseal.Opener); every error is permanent. Safe for concurrent use.
+type keys interface {
+	Open(sealed []byte, accountID, messageID string) (string, error)
+}
+
 // Options configure a Processor. Accounts, Completions, Claims, Client and
 // DeadLetters are required.
 type Options struct {
@@ -108,6 +120,9 @@ type Options struct {
 	Claims      claims
 	Client      *startdeliver.Client
 	DeadLetters deadLetters
+	// Keys opens the API keys sealed by ingest (required for version 2
+	// envelopes; version 1 carries the key in plain text).
+	Keys keys
 	// PerAccount bounds how many events of one account run at once
 	// (default 8); the others wait their turn (see the package doc).
 	PerAccount int
@@ -162,6 +177,27 @@ func New(opts Options) *Processor {
 	}
 }
 
+// openKey sets env.APIKey from its sealed key. A key that does not open,
+// or that is not the account's, is permanent: the same bytes never open.
+func (p *Processor) openKey(env *envelope.Message) error {
+	if len(env.SealedKey) == 0 {
+		return nil // version 1: the key came in plain text
+	}
+	if p.opts.Keys == nil {
+		return failure.Permanent(ClassSealedKey, errors.New("sealed API key, and deliver has no keyset"))
+	}
+	id := abbrev.String(env.Event.MessageID, 100)
+	key, err := p.opts.Keys.Open(env.SealedKey, env.AccountID, env.Event.MessageID)
+	if err != nil {
+		return failure.Permanent(ClassSealedKey, fmt.Errorf("event %s: %w", id, err))
+	}
+	if envelope.AccountID(key) != env.AccountID {
+		return failure.Permanent(ClassSealedKey, fmt.Errorf("event %s: sealed API key is not the account's", id))
+	}
+	env.APIKey, env.SealedKey = key, nil
+	return nil
+}
+
 // Process decides the fate of one message and always returns a decision,
 // whatever the input. ctx bounds only the wait for the event's turn (see
 // the package doc): once started, the event runs to its outcome within its
@@ -169,6 +205,9 @@ func New(opts Options) *Processor {
 func (p *Processor) Process(ctx context.Context, m Message) (res Result) {
 	start := p.opts.Now()
 	env, decodeErr := envelope.Decode(m.Data)
+	if decodeErr == nil {
+		decodeErr = p.openKey(env)
+	}
 	if env != nil {
 		ctx = telemetry.Extract(ctx, env.Trace)
 	}

@@ -146,6 +146,8 @@ var generated = map[string]bool{
 	"infra/terraform.tfvars":  true,
 	"infra/terraform.tfstate": true,
 	"infra/.terraform":        true,
+	// written by deliver/cmd/keys (infra/README.md#api-key-keyset)
+	"infra/api-key-public-keyset.json": true,
 }
 
 // checkLink checks a Markdown link target of the file rel, whose text is

@@ -223,7 +223,8 @@ func TestCloudRunServices(t *testing.T) {
 	}{
 		{
 			addr: ingestRun, name: "segment-ingest", sa: "{google_service_account.ingest.email}",
-			env: map[string]string{"PUBSUB_TOPIC": "{google_pubsub_topic.events.name}", "OTEL_TRACES_EXPORTER": "gcp", "OTEL_SERVICE_NAME": "segment-ingest"},
+			env: map[string]string{"PUBSUB_TOPIC": "{google_pubsub_topic.events.name}", "OTEL_TRACES_EXPORTER": "gcp", "OTEL_SERVICE_NAME": "segment-ingest",
+				"API_KEY_PUBLIC_KEYSET": ""},
 		},
 		{
 			addr: deliverRun, name: "segment-deliver", sa: "{google_service_account.deliver.email}",
@@ -234,6 +235,7 @@ func TestCloudRunServices(t *testing.T) {
 				"STARTDELIVER_API_URL": "https://app.startdeliver.com/api/v1",
 				"OTEL_TRACES_EXPORTER": "gcp",
 				"OTEL_SERVICE_NAME":    "segment-deliver",
+				"API_KEY_KEYSET_KEK":   "gcp-kms://{google_kms_crypto_key.api_key_keyset.id}",
 			},
 		},
 	}
@@ -309,6 +311,8 @@ func grants(t *testing.T, cfg *tfConfig) []string {
 		"google_service_account_iam_member":              "service_account_id",
 		"google_cloud_run_v2_service_iam_member":         "name",
 		"google_artifact_registry_repository_iam_member": "repository",
+		"google_kms_crypto_key_iam_member":               "crypto_key_id",
+		"google_secret_manager_secret_iam_member":        "secret_id",
 	}
 	var out []string
 	for addr, b := range cfg.resources {
@@ -364,6 +368,10 @@ func TestIAM(t *testing.T) {
 		deliver + " roles/cloudtrace.agent on project",
 		deliver + " roles/monitoring.metricWriter on project",
 		deliver + " roles/logging.logWriter on project",
+		// API key protection: deliver alone reads its keyset and decrypts it.
+		deliver + " roles/cloudkms.cryptoKeyDecrypter on {google_kms_crypto_key.api_key_keyset.id}",
+		deliver + " roles/cloudkms.cryptoKeyEncrypter on {google_kms_crypto_key.api_key_keyset.id}",
+		deliver + " roles/secretmanager.secretAccessor on {google_secret_manager_secret.api_key_keyset.id}",
 
 		push + " roles/run.invoker on {google_cloud_run_v2_service.deliver.name}",
 		"allUsers roles/run.invoker on {google_cloud_run_v2_service.ingest.name}",
@@ -509,5 +517,89 @@ func TestVariableDefaultsValid(t *testing.T) {
 	}
 	if checked == 0 {
 		t.Errorf("no variable validation was checked")
+	}
+}
+
+// TestAPIKeyProtection: the Cloud KMS key and the Secret Manager secret of
+// deliver's keyset exist; deliver gets the secret as API_KEY_KEYSET; no one
+// but deliver's service account holds a role that decrypts with the key or
+// reads the secret (TestIAM pins the grants; this says why); ingest has
+// neither, only the public keyset.
+func TestAPIKeyProtection(t *testing.T) {
+	cfg := loadTerraform(t)
+	const (
+		key    = "google_kms_crypto_key.api_key_keyset"
+		secret = "google_secret_manager_secret.api_key_keyset"
+	)
+	k := cfg.resource(t, key)
+	if got := cfg.str(t, k, "purpose", nil); got != "ENCRYPT_DECRYPT" {
+		t.Errorf("%s.purpose = %q, want ENCRYPT_DECRYPT", key, got)
+	}
+	if got := cfg.str(t, k, "key_ring", nil); got != "{google_kms_key_ring.keys.id}" {
+		t.Errorf("%s.key_ring = %q", key, got)
+	}
+	if got := cfg.str(t, cfg.resource(t, "google_kms_key_ring.keys"), "location", nil); got == "" {
+		t.Errorf("key ring has no location")
+	}
+	if got := cfg.str(t, cfg.resource(t, secret), "secret_id", nil); got != "segment-deliver-api-key-keyset" {
+		t.Errorf("%s.secret_id = %q", secret, got)
+	}
+
+	deliver := "{google_service_account.deliver.email}"
+	decrypts := map[string]bool{"roles/cloudkms.cryptoKeyDecrypter": true, "roles/cloudkms.cryptoKeyEncrypterDecrypter": true,
+		"roles/cloudkms.admin": true, "roles/owner": true, "roles/editor": true, "roles/secretmanager.secretAccessor": true,
+		"roles/secretmanager.admin": true}
+	var deliverDecrypts, deliverReads bool
+	for _, g := range grants(t, cfg) {
+		member, rest, _ := strings.Cut(g, " ")
+		role, target, _ := strings.Cut(rest, " on ")
+		if !decrypts[role] {
+			continue
+		}
+		if member != deliver {
+			t.Errorf("%s: only deliver's service account may decrypt the keyset or read its secret", g)
+			continue
+		}
+		switch target {
+		case "{" + key + ".id}":
+			deliverDecrypts = deliverDecrypts || role == "roles/cloudkms.cryptoKeyDecrypter"
+		case "{" + secret + ".id}":
+			deliverReads = true
+		default:
+			t.Errorf("%s: want it on the keyset's key or secret, not wider", g)
+		}
+	}
+	if !deliverDecrypts || !deliverReads {
+		t.Errorf("deliver decrypts = %v, reads the secret = %v; want both", deliverDecrypts, deliverReads)
+	}
+
+	// deliver's API_KEY_KEYSET comes from the secret, latest version.
+	container := child(t, child(t, cfg.resource(t, deliverRun), "template"), "containers")
+	var found bool
+	for _, b := range container.Body.Blocks {
+		if b.Type != "env" || cfg.str(t, b, "name", nil) != "API_KEY_KEYSET" {
+			continue
+		}
+		ref := child(t, child(t, b, "value_source"), "secret_key_ref")
+		if got := cfg.str(t, ref, "secret", nil); got != "{"+secret+".id}" {
+			t.Errorf("API_KEY_KEYSET secret = %q", got)
+		}
+		if got := cfg.str(t, ref, "version", nil); got != "latest" {
+			t.Errorf("API_KEY_KEYSET version = %q, want latest", got)
+		}
+		found = true
+	}
+	if !found {
+		t.Errorf("deliver has no API_KEY_KEYSET env from Secret Manager")
+	}
+	// ingest: the public keyset only.
+	ingestEnv := runEnv(t, cfg, ingestRun)
+	for _, name := range []string{"API_KEY_KEYSET", "API_KEY_KEYSET_KEK"} {
+		if _, ok := ingestEnv[name]; ok {
+			t.Errorf("ingest has %s: it must not be able to decrypt", name)
+		}
+	}
+	if _, ok := ingestEnv["API_KEY_PUBLIC_KEYSET"]; !ok {
+		t.Errorf("ingest has no API_KEY_PUBLIC_KEYSET")
 	}
 }

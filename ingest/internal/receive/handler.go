@@ -46,6 +46,12 @@ type accounts interface {
 	Check(ctx context.Context, accountID string) error
 }
 
+// sealer seals an API key for deliver alone, bound to its account and
+// message (keyseal.Sealer). Safe for concurrent use.
+type sealer interface {
+	Seal(apiKey, accountID, messageID string) ([]byte, error)
+}
+
 // readiness reports whether the service can do its work now.
 type readiness interface {
 	Ready(ctx context.Context) error
@@ -55,7 +61,11 @@ type readiness interface {
 type Options struct {
 	Publisher publisher
 	Accounts  accounts
-	Ready     readiness
+	// Sealer seals each event's API key (ingest always sets it). Without
+	// one the key is published in plain text, in the previous envelope
+	// version: for tests and benchmarks only.
+	Sealer sealer
+	Ready  readiness
 	// Topic names the Pub/Sub topic in spans.
 	Topic  string
 	Logger *slog.Logger
@@ -587,14 +597,24 @@ func (h *Handler) encode(ctx context.Context, req *request, ev *segment.Event) (
 			attribute.String("segment.type", string(ev.Type)),
 			attribute.String("account.id", req.accountID),
 		))
-	msg, err := envelope.Encode(&envelope.Message{
+	m := &envelope.Message{
 		AccountID:  req.accountID,
 		APIKey:     req.key,
 		Settings:   req.settings,
 		ReceivedAt: ev.ReceivedAt,
 		Trace:      telemetry.Inject(ctx),
 		Event:      ev,
-	})
+	}
+	var err error
+	if h.opts.Sealer != nil {
+		if m.SealedKey, err = h.opts.Sealer.Seal(req.key, req.accountID, ev.MessageID); err != nil {
+			span.SetStatus(codes.Error, "seal")
+			span.End()
+			return nil, (&httpError{status: http.StatusInternalServerError, msg: "could not encode the event", err: err}).about(req.accountID, ev.MessageID)
+		}
+		m.APIKey = ""
+	}
+	msg, err := envelope.Encode(m)
 	if err != nil {
 		span.SetStatus(codes.Error, "encode")
 		span.End()

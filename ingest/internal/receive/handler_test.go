@@ -18,6 +18,7 @@ import (
 
 	"github.com/startdeliver/segment-destination/shared/accountstore"
 	"github.com/startdeliver/segment-destination/shared/envelope"
+	"github.com/startdeliver/segment-destination/shared/keyseal"
 )
 
 const (
@@ -67,11 +68,34 @@ func basic(key string) string {
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(key+":"))
 }
 
+// testSealer seals the handler tests' API keys; testOpener (deliver's side)
+// opens them.
+var testSealer, testOpener = func() (*keyseal.Sealer, *keyseal.Opener) {
+	priv, err := keyseal.NewKeyset()
+	if err != nil {
+		panic(err)
+	}
+	pub, err := priv.Public()
+	if err != nil {
+		panic(err)
+	}
+	s, err := keyseal.NewSealer(pub, keyseal.SealerOptions{})
+	if err != nil {
+		panic(err)
+	}
+	o, err := keyseal.NewOpener(priv)
+	if err != nil {
+		panic(err)
+	}
+	return s, o
+}()
+
 func newTestHandler(pub *fakePublisher) *Handler {
 	n := 0
 	return New(Options{
 		Publisher: pub,
 		Accounts:  fakeAccounts{},
+		Sealer:    testSealer,
 		Topic:     "segment-events",
 		Now:       func() time.Time { return time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC) },
 		NewID:     func() string { n++; return fmt.Sprintf("generated-%d", n) },
@@ -226,8 +250,19 @@ func TestPublishedEnvelope(t *testing.T) {
 	if strings.Contains(string(got.Settings), goodKey) || !strings.Contains(string(got.Settings), "Field With Space") {
 		t.Errorf("settings = %s, want the override without the key", got.Settings)
 	}
-	if got.APIKey != goodKey || got.AccountID != envelope.AccountID(goodKey) {
+	if got.AccountID != envelope.AccountID(goodKey) {
 		t.Errorf("envelope account = %q, want the key's", got.AccountID)
+	}
+	// The key is sealed for deliver: not in the body, and it opens only
+	// for this account and message.
+	if got.APIKey != "" || strings.Contains(string(m.Data), goodKey) || m.Attributes[envelope.AttrVersion] != "2" {
+		t.Errorf("published body holds the plain key (version %s)", m.Attributes[envelope.AttrVersion])
+	}
+	if key, err := testOpener.Open(got.SealedKey, got.AccountID, got.Event.MessageID); err != nil || key != goodKey {
+		t.Errorf("Open(sealed key) = %q, %v; want the account's key", key, err)
+	}
+	if _, err := testOpener.Open(got.SealedKey, got.AccountID, "another-message"); err == nil {
+		t.Errorf("sealed key opened for another message")
 	}
 }
 
