@@ -337,7 +337,7 @@ func (p *Processor) config(ctx context.Context, accountID string) (*accountstore
 	switch {
 	case errors.Is(err, accountstore.ErrUnknown):
 		span.SetStatus(codes.Error, "unknown account")
-		return nil, failure.Permanent(ClassUnknown, fmt.Errorf("account %s is not registered", short(accountID)))
+		return nil, failure.Permanent(ClassUnknown, fmt.Errorf("account %s is not registered", abbrev.ID(accountID)))
 	case err != nil:
 		span.SetStatus(codes.Error, "config unavailable")
 		return nil, fmt.Errorf("load account config: %w", err)
@@ -346,7 +346,7 @@ func (p *Processor) config(ctx context.Context, accountID string) (*accountstore
 		return nil, failure.Permanent(ClassInvalid, entry.Invalid)
 	case entry.Disabled:
 		span.SetStatus(codes.Error, "account disabled")
-		return nil, failure.Permanent(ClassDisabled, fmt.Errorf("account %s is disabled", short(accountID)))
+		return nil, failure.Permanent(ClassDisabled, fmt.Errorf("account %s is disabled", abbrev.ID(accountID)))
 	}
 	return entry, nil
 }
@@ -384,11 +384,4 @@ func (p *Processor) observe(ctx context.Context, m Message, env *envelope.Messag
 		received = env.ReceivedAt
 	}
 	p.metrics.record(ctx, res, m.Attributes, received, p.opts.Now().Sub(start), p.opts.Now())
-}
-
-func short(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
 }

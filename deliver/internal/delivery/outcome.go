@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -16,6 +14,7 @@ import (
 	"github.com/startdeliver/segment-destination/deliver/internal/identity"
 	"github.com/startdeliver/segment-destination/deliver/internal/retry"
 	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver"
+	"github.com/startdeliver/segment-destination/shared/abbrev"
 	"github.com/startdeliver/segment-destination/shared/envelope"
 	"github.com/startdeliver/segment-destination/shared/failure"
 )
@@ -88,8 +87,8 @@ func (o *outcome) failed(ctx context.Context, j journey, err error) Result {
 	for k, v := range m.Attributes {
 		attrs[k] = v
 	}
-	attrs[envelope.AttrError] = clip(err.Error(), envelope.MaxErrorAttr)
-	attrs[envelope.AttrErrorClass] = clip(class, 100)
+	attrs[envelope.AttrError] = abbrev.String(err.Error(), envelope.MaxErrorAttr)
+	attrs[envelope.AttrErrorClass] = abbrev.String(class, 100)
 	attrs[envelope.AttrFailedAt] = o.now().UTC().Format(time.RFC3339)
 	if m.ID != "" {
 		attrs[envelope.AttrSourceMessageID] = m.ID
@@ -134,15 +133,3 @@ func classify(err error) (class string, permanent bool) {
 // errNotStarted marks an event whose wait for its turn ended (shutdown, or
 // push mode's TurnWait) before it started.
 var errNotStarted = errors.New("not started")
-
-// clip cuts s to at most n bytes on a rune boundary, and makes it valid
-// UTF-8: Pub/Sub refuses attribute values that are not.
-func clip(s string, n int) string {
-	if len(s) > n {
-		for n > 0 && !utf8.RuneStart(s[n]) {
-			n--
-		}
-		s = s[:n]
-	}
-	return strings.ToValidUTF8(s, "?")
-}

@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-	"unicode/utf8"
 
 	"github.com/startdeliver/segment-destination/deliver/internal/dedupe"
 	"github.com/startdeliver/segment-destination/deliver/internal/identity"
@@ -422,15 +421,5 @@ func TestCompletionWriteIsRetried(t *testing.T) {
 	res = f.p.Process(context.Background(), message(t, `{"type":"track","userId":"u1","event":"e","messageId":"cw"}`))
 	if res.Outcome != OutcomeDuplicate || len(f.sd.Usage(key)) != 1 {
 		t.Errorf("redelivery = %s with %d usage records, want duplicate and 1", res.Outcome, len(f.sd.Usage(key)))
-	}
-}
-
-func TestClipKeepsUTF8(t *testing.T) {
-	long := strings.Repeat("é", 1000) // 2,000 bytes
-	for _, s := range []string{long, "a" + long, "ok", "bad \xff byte"} {
-		got := clip(s, 1001)
-		if !utf8.ValidString(got) || len(got) > 1001 {
-			t.Errorf("clip(%d bytes, 1001) = %d bytes, valid UTF-8 %v; want at most 1001 valid bytes", len(s), len(got), utf8.ValidString(got))
-		}
 	}
 }

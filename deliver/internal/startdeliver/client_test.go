@@ -22,6 +22,7 @@ import (
 
 	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver"
 	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver/startdelivertest"
+	"github.com/startdeliver/segment-destination/shared/failure"
 )
 
 const testKey = "sd-test-key-0123456789abcdef"
@@ -610,3 +611,25 @@ func TestRateLimiterRecovers(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestRefusedAndMalformedArePermanent: a usage the client will not send,
+// and answers that break the API's shape, are permanent with their class.
+func TestRefusedAndMalformedArePermanent(t *testing.T) {
+	ctx := context.Background()
+	c, srv, acct := newTestClient(t, startdeliver.Options{})
+	_, err := c.RecordUsage(ctx, acct, startdeliver.Usage{Type: "track", Name: "e"}) // no user
+	if !failure.IsPermanent(err) || failure.Class(err) != startdeliver.ClassRefused || srv.TotalCalls() != 0 {
+		t.Errorf("RecordUsage(no user) = %v (class %q, %d calls), want permanent %q and no call", err, failure.Class(err), srv.TotalCalls(), startdeliver.ClassRefused)
+	}
+	srv.FailNext(1, startdelivertest.Fault{Status: 200, Body: "not json"})
+	_, err = c.Find(ctx, acct, startdeliver.KindUser, startdeliver.Match{Field: "externalId", Value: "u"})
+	if !failure.IsPermanent(err) || failure.Class(err) != startdeliver.ClassMalformed {
+		t.Errorf("Find(2xx not JSON) = %v (class %q), want permanent %q", err, failure.Class(err), startdeliver.ClassMalformed)
+	}
+	srv.FailNext(1, startdelivertest.Fault{Status: 400})
+	_, err = c.Find(ctx, acct, startdeliver.KindUser, startdeliver.Match{Field: "externalId", Value: "u"})
+	var ae *startdeliver.APIError
+	if !failure.IsPermanent(err) || failure.Class(err) != startdeliver.ClassRejected || !errors.As(err, &ae) {
+		t.Errorf("Find(400) = %v (class %q), want a permanent *APIError of class %q", err, failure.Class(err), startdeliver.ClassRejected)
+	}
+}

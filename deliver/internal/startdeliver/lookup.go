@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"sync"
+	"time"
 )
 
 // LookupID returns the id of the entity of kind matching m, from the cache
@@ -169,13 +170,21 @@ func withMatch(f Fields, m Match) Fields {
 }
 
 // shared runs fn once for concurrent callers with the same key. fn runs
-// detached from any one caller's cancellation (bounded by SharedCallTimeout),
+// detached from any one caller's cancellation (bounded by the first
+// caller's deadline, and by SharedCallTimeout),
 // so one caller giving up does not fail the others; each caller still
 // returns as soon as its own context ends. fn happens before the result is
 // received, so state fn writes is visible to the caller whose fn ran.
 func (c *Client) shared(ctx context.Context, key string, fn func(context.Context) (any, error)) (any, error) {
 	ch := c.group.DoChan(key, func() (any, error) {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.sharedTO)
+		// Detached from the caller's cancellation, but not from its
+		// deadline (its delivery's budget): retries within the call stop
+		// where that caller's would, and the call never outlives it.
+		deadline := time.Now().Add(c.sharedTO)
+		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+			deadline = d
+		}
+		sctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 		defer cancel()
 		return fn(sctx)
 	})
