@@ -32,6 +32,8 @@ locals {
     DEAD_LETTER_TOPIC    = google_pubsub_topic.dead_letter.name
     DELIVER_MODE         = var.deliver_mode
     STARTDELIVER_API_URL = var.startdeliver_api_url
+    # A push request waits for its account's turn within the ack deadline.
+    ACK_DEADLINE = "${var.ack_deadline_seconds}s"
     # Push requests must carry a Google OIDC token for this audience.
     PUSH_AUDIENCE = var.deliver_mode == "push" ? local.push_audience : ""
     # ... signed for the push service account, and no other.
