@@ -138,7 +138,6 @@ type Client struct {
 	limiters  *limiters
 	cache     *idCache
 	group     singleflight.Group
-	locks     keyLocks
 	maxURL    int
 	sharedTO  time.Duration
 	userAgent string

@@ -109,71 +109,23 @@ func TestConcurrentLookupsShareOneRequest(t *testing.T) {
 	}
 }
 
-func TestFindOrCreateConcurrentCreatesOne(t *testing.T) {
-	c, srv, acct := newTestClient(t, startdeliver.Options{})
-	srv.SetLatency(20 * time.Millisecond)
-	m := startdeliver.Match{Field: "externalId", Value: "new-person"}
-	const n = 50
-	var wg sync.WaitGroup
-	var created atomic.Int32
-	ids := make(chan int64, n+1)
-	for i := range n {
-		wg.Go(func() {
-			ctx := context.Background()
-			if i%10 == 0 {
-				// Some callers identify at the same time.
-				r, err := c.Upsert(ctx, acct, startdeliver.KindUser, m, startdeliver.Fields{"name": "New"})
-				if err != nil {
-					t.Errorf("Upsert() error = %v", err)
-				}
-				if r.Created {
-					created.Add(1)
-				}
-				ids <- r.ID
-				return
-			}
-			id, wasCreated, err := c.FindOrCreate(ctx, acct, startdeliver.KindUser, m, startdeliver.Fields{"email": "new@example.com"})
-			if err != nil {
-				t.Errorf("FindOrCreate() error = %v", err)
-			}
-			if wasCreated {
-				created.Add(1)
-			}
-			ids <- id
-		})
-	}
-	wg.Wait()
-	close(ids)
-	users := srv.Users(testKey)
-	if len(users) != 1 || created.Load() != 1 {
-		t.Fatalf("users = %v, created reported %d times; want exactly one user created once", users, created.Load())
-	}
-	for id := range ids {
-		if id != users[0].ID() {
-			t.Errorf("caller got id %d, want %d", id, users[0].ID())
-		}
-	}
-	if users[0]["externalId"] != "new-person" {
-		t.Errorf("created user = %v, want it to carry the matched field", users[0])
-	}
-}
-
 func TestKnownUserCostsOneCallPerEvent(t *testing.T) {
 	c, srv, acct := newTestClient(t, startdeliver.Options{})
 	ctx := context.Background()
 	m := startdeliver.Match{Field: "externalId", Value: "u"}
+	srv.AddUser(testKey, map[string]any{"externalId": "u"})
 	for i := range 10 {
-		id, _, err := c.FindOrCreate(ctx, acct, startdeliver.KindUser, m, nil)
+		id, err := c.LookupID(ctx, acct, startdeliver.KindUser, m)
 		if err != nil {
-			t.Fatalf("FindOrCreate() error = %v", err)
+			t.Fatalf("LookupID() error = %v", err)
 		}
 		if _, err := c.RecordUsage(ctx, acct, startdeliver.Usage{User: id, Type: startdeliver.UsageTrack, Name: "e", Timestamp: time.Now(), ExternalID: string(rune('a' + i))}); err != nil {
 			t.Fatalf("RecordUsage() error = %v", err)
 		}
 	}
-	want := map[string]int{"GET /user": 1, "POST /user": 1, "POST /usage": 10}
+	want := map[string]int{"GET /user": 1, "POST /usage": 10}
 	if diff := cmp.Diff(want, srv.CallCounts()); diff != "" {
-		t.Errorf("calls for 10 events of one new user (-want +got):\n%s", diff)
+		t.Errorf("calls for 10 events of one known user (-want +got):\n%s", diff)
 	}
 }
 
@@ -181,7 +133,8 @@ func TestStaleCachedIDRecovers(t *testing.T) {
 	c, srv, acct := newTestClient(t, startdeliver.Options{})
 	ctx := context.Background()
 	m := startdeliver.Match{Field: "externalId", Value: "u"}
-	old, _, err := c.FindOrCreate(ctx, acct, startdeliver.KindUser, m, nil)
+	srv.AddUser(testKey, map[string]any{"externalId": "u"})
+	old, err := c.LookupID(ctx, acct, startdeliver.KindUser, m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,40 +144,8 @@ func TestStaleCachedIDRecovers(t *testing.T) {
 		t.Fatalf("RecordUsage(deleted user) error = %v, want ErrNotFound", err)
 	}
 	c.ForgetID(acct, startdeliver.KindUser, old)
-	id, created, err := c.FindOrCreate(ctx, acct, startdeliver.KindUser, m, nil)
-	if err != nil || !created || id == old {
-		t.Fatalf("FindOrCreate() after ForgetID = %d, %v, %v; want a new user", id, created, err)
-	}
-}
-
-func TestUpsert(t *testing.T) {
-	c, srv, acct := newTestClient(t, startdeliver.Options{})
-	ctx := context.Background()
-	m := startdeliver.Match{Field: "customfieldCustomId", Value: 7}
-	steps := []struct {
-		desired startdeliver.Fields
-		want    startdeliver.UpsertResult
-		patches int
-	}{
-		{startdeliver.Fields{"name": "Acme"}, startdeliver.UpsertResult{Created: true}, 0},
-		{startdeliver.Fields{"name": "Acme"}, startdeliver.UpsertResult{}, 0},
-		{startdeliver.Fields{"name": "Acme AB"}, startdeliver.UpsertResult{Updated: true}, 1},
-	}
-	for i, s := range steps {
-		got, err := c.Upsert(ctx, acct, startdeliver.KindCustomer, m, s.desired)
-		if err != nil {
-			t.Fatalf("step %d: Upsert() error = %v", i, err)
-		}
-		if got.Created != s.want.Created || got.Updated != s.want.Updated || got.ID == 0 || got.Entity["name"] != s.desired["name"] {
-			t.Errorf("step %d: Upsert(%v) = %+v, want created %v updated %v", i, s.desired, got, s.want.Created, s.want.Updated)
-		}
-		if n := srv.Calls("PATCH /customer/{id}"); n != s.patches {
-			t.Errorf("step %d: PATCH calls = %d, want %d", i, n, s.patches)
-		}
-	}
-	custs := srv.Customers(testKey)
-	if len(custs) != 1 || custs[0]["customfieldCustomId"] != json.Number("7") {
-		t.Errorf("customers = %v, want one with customfieldCustomId 7", custs)
+	if id, err := c.LookupID(ctx, acct, startdeliver.KindUser, m); !errors.Is(err, startdeliver.ErrNotFound) {
+		t.Fatalf("LookupID() after ForgetID = %d, %v; want ErrNotFound from Startdeliver, not the stale id", id, err)
 	}
 }
 
@@ -274,7 +195,7 @@ func BenchmarkKnownUserEvent(b *testing.B) {
 			srv.AddUser(testKey, map[string]any{"externalId": "u"})
 			b.ResetTimer()
 			for range b.N {
-				id, _, err := c.FindOrCreate(ctx, acct, startdeliver.KindUser, m, nil)
+				id, err := c.LookupID(ctx, acct, startdeliver.KindUser, m)
 				if err != nil {
 					b.Fatal(err)
 				}
