@@ -48,8 +48,8 @@ func TestCallTimeURLRefusal(t *testing.T) {
 	defer srv.Close()
 	c = startdeliver.New(startdeliver.Options{CheckBaseURL: account.APIURLPolicy{Loopback: true}.Check, Retry: fastRetry})
 	id := srv.AddUser(testKey, map[string]any{"x": 1})
-	if _, err := c.Get(context.Background(), startdeliver.Account{APIKey: testKey, BaseURL: srv.URL()}, startdeliver.KindUser, id); err != nil {
-		t.Fatalf("Get() at an allowed URL = %v", err)
+	if _, err := c.Update(context.Background(), startdeliver.Account{APIKey: testKey, BaseURL: srv.URL()}, startdeliver.KindUser, id, startdeliver.Fields{}); err != nil {
+		t.Fatalf("Update() at an allowed URL = %v", err)
 	}
 }
 

@@ -502,19 +502,6 @@ func (c *Client) Find(ctx context.Context, acct Account, kind Kind, m Match) (En
 	return ans.Result[0], nil
 }
 
-// Get returns the entity of kind with id, or an error that is ErrNotFound.
-func (c *Client) Get(ctx context.Context, acct Account, kind Kind, id int64) (Entity, error) {
-	if !kind.valid() {
-		return nil, fmt.Errorf("startdeliver: get: unknown kind %q", kind)
-	}
-	var e Entity
-	cl := call{method: http.MethodGet, route: "/" + string(kind) + "/{id}", path: "/" + string(kind) + "/" + strconv.FormatInt(id, 10)}
-	if err := c.do(ctx, acct, cl, &e); err != nil {
-		return nil, err
-	}
-	return e, nil
-}
-
 // Create creates an entity of kind with fields and returns it, with its id.
 // It is not idempotent: see Retry for when it is retried.
 func (c *Client) Create(ctx context.Context, acct Account, kind Kind, f Fields) (Entity, error) {
@@ -581,10 +568,4 @@ func (c *Client) RecordUsage(ctx context.Context, acct Account, u Usage) (Entity
 		return nil, err
 	}
 	return e, nil
-}
-
-// CurrentRate returns the account's limiter rate in requests per second
-// (+Inf when the limiter is disabled), for metrics and tests.
-func (c *Client) CurrentRate(acct Account) float64 {
-	return c.limiters.get(acct.KeyHash()).current()
 }

@@ -84,11 +84,11 @@ func TestEntityCalls(t *testing.T) {
 		t.Errorf("Find(unknown) error = %v, want ErrNotFound", err)
 	}
 
-	got, err = c.Get(ctx, acct, startdeliver.KindUser, userID)
+	got, err = c.Update(ctx, acct, startdeliver.KindUser, userID, startdeliver.Fields{})
 	if err != nil || got["email"] != "ada@example.com" {
 		t.Fatalf("Get(user %d) = %v, %v", userID, got, err)
 	}
-	if _, err := c.Get(ctx, acct, startdeliver.KindUser, 999999); !errors.Is(err, startdeliver.ErrNotFound) {
+	if _, err := c.Update(ctx, acct, startdeliver.KindUser, 999999, startdeliver.Fields{}); !errors.Is(err, startdeliver.ErrNotFound) {
 		t.Errorf("Get(unknown id) error = %v, want ErrNotFound", err)
 	}
 
@@ -225,13 +225,13 @@ func TestErrorClasses(t *testing.T) {
 			} else {
 				srv.FailFraction(1, tt.fault)
 			}
-			_, err := c.Get(context.Background(), acct, startdeliver.KindUser, 1)
+			_, err := c.Update(context.Background(), acct, startdeliver.KindUser, 1, startdeliver.Fields{})
 			var ae *startdeliver.APIError
 			if !errors.As(err, &ae) || ae.StatusCode != tt.status {
-				t.Fatalf("Get() error = %v, want *APIError with status %d", err, tt.status)
+				t.Fatalf("Update() error = %v, want *APIError with status %d", err, tt.status)
 			}
-			if ae.Method != "GET" || ae.Route != "/user/{id}" {
-				t.Errorf("APIError names %s %s, want GET /user/{id}", ae.Method, ae.Route)
+			if ae.Method != "PATCH" || ae.Route != "/user/{id}" {
+				t.Errorf("APIError names %s %s, want PATCH /user/{id}", ae.Method, ae.Route)
 			}
 			if got := startdeliver.IsRetryable(err); got != tt.retryable {
 				t.Errorf("IsRetryable(%v) = %v, want %v", err, got, tt.retryable)
@@ -251,10 +251,10 @@ func TestRetryRecoversFromBriefFault(t *testing.T) {
 	c, srv, acct := newTestClient(t, startdeliver.Options{})
 	id := srv.AddUser(testKey, map[string]any{"externalId": "u"})
 	srv.FailNext(2, startdelivertest.Fault{Status: 503})
-	if got, err := c.Get(context.Background(), acct, startdeliver.KindUser, id); err != nil || mustID(t, got) != id {
-		t.Fatalf("Get() after 2 faults = %v, %v, want the user", got, err)
+	if got, err := c.Update(context.Background(), acct, startdeliver.KindUser, id, startdeliver.Fields{}); err != nil || mustID(t, got) != id {
+		t.Fatalf("Update() after 2 faults = %v, %v, want the user", got, err)
 	}
-	if n := srv.Calls("GET /user/{id}"); n != 3 {
+	if n := srv.Calls("PATCH /user/{id}"); n != 3 {
 		t.Errorf("calls = %d, want 3", n)
 	}
 }
@@ -293,16 +293,16 @@ func TestRetryAfter(t *testing.T) {
 	t.Run("exposed", func(t *testing.T) {
 		c, srv, acct := newTestClient(t, startdeliver.Options{Retry: startdeliver.Retry{MaxAttempts: 1}})
 		srv.FailNext(1, startdelivertest.Fault{Status: 429, RetryAfter: "7"})
-		_, err := c.Get(ctx, acct, startdeliver.KindUser, 1)
+		_, err := c.Update(ctx, acct, startdeliver.KindUser, 1, startdeliver.Fields{})
 		var ae *startdeliver.APIError
 		if !errors.As(err, &ae) || ae.RetryAfter != 7*time.Second || startdeliver.RetryAfter(err) != 7*time.Second {
-			t.Fatalf("Get() error = %v, want 429 with RetryAfter 7s", err)
+			t.Fatalf("Update() error = %v, want 429 with RetryAfter 7s", err)
 		}
 	})
 	t.Run("HTTP date", func(t *testing.T) {
 		c, srv, acct := newTestClient(t, startdeliver.Options{Retry: startdeliver.Retry{MaxAttempts: 1}})
 		srv.FailNext(1, startdelivertest.Fault{Status: 503, RetryAfter: time.Now().Add(time.Hour).UTC().Format(http.TimeFormat)})
-		_, err := c.Get(ctx, acct, startdeliver.KindUser, 1)
+		_, err := c.Update(ctx, acct, startdeliver.KindUser, 1, startdeliver.Fields{})
 		if ra := startdeliver.RetryAfter(err); ra < 58*time.Minute || ra > time.Hour {
 			t.Fatalf("RetryAfter(%v) = %v, want about 1h", err, ra)
 		}
@@ -312,11 +312,11 @@ func TestRetryAfter(t *testing.T) {
 		id := srv.AddUser(testKey, map[string]any{"externalId": "u"})
 		srv.FailNext(1, startdelivertest.Fault{Status: 429, RetryAfter: "1"})
 		start := time.Now()
-		if _, err := c.Get(ctx, acct, startdeliver.KindUser, id); err != nil {
-			t.Fatalf("Get() error = %v, want success after waiting", err)
+		if _, err := c.Update(ctx, acct, startdeliver.KindUser, id, startdeliver.Fields{}); err != nil {
+			t.Fatalf("Update() error = %v, want success after waiting", err)
 		}
 		if waited := time.Since(start); waited < time.Second {
-			t.Errorf("Get() returned after %v, want it to wait the 1s Retry-After", waited)
+			t.Errorf("Update() returned after %v, want it to wait the 1s Retry-After", waited)
 		}
 	})
 	t.Run("beyond budget pauses the account", func(t *testing.T) {
@@ -325,16 +325,16 @@ func TestRetryAfter(t *testing.T) {
 		// The budget is the context's deadline (a delivery's).
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		_, err := c.Get(ctx, acct, startdeliver.KindUser, 1)
+		_, err := c.Update(ctx, acct, startdeliver.KindUser, 1, startdeliver.Fields{})
 		var ae *startdeliver.APIError
 		if !errors.As(err, &ae) || ae.StatusCode != 429 {
-			t.Fatalf("Get() error = %v, want the 429 at once", err)
+			t.Fatalf("Update() error = %v, want the 429 at once", err)
 		}
 		// The account stays paused: the next call fails without reaching Startdeliver.
-		_, err = c.Get(ctx, acct, startdeliver.KindUser, 1)
+		_, err = c.Update(ctx, acct, startdeliver.KindUser, 1, startdeliver.Fields{})
 		var te *startdeliver.ThrottledError
 		if !errors.As(err, &te) || !startdeliver.IsRetryable(err) || te.RetryAfter < 50*time.Second {
-			t.Fatalf("second Get() error = %v, want a retryable *ThrottledError of about 60s", err)
+			t.Fatalf("second Update() error = %v, want a retryable *ThrottledError of about 60s", err)
 		}
 		if n := srv.TotalCalls(); n != 1 {
 			t.Errorf("calls = %d, want 1", n)
@@ -342,8 +342,8 @@ func TestRetryAfter(t *testing.T) {
 		// Another account is not paused.
 		other := startdeliver.Account{APIKey: "other-key"}
 		srv.AddKey("other-key")
-		if _, err := c.Get(ctx, other, startdeliver.KindUser, 1); !errors.Is(err, startdeliver.ErrNotFound) {
-			t.Errorf("Get() for another account error = %v, want a 404 from the stand-in", err)
+		if _, err := c.Update(ctx, other, startdeliver.KindUser, 1, startdeliver.Fields{}); !errors.Is(err, startdeliver.ErrNotFound) {
+			t.Errorf("Update() for another account error = %v, want a 404 from the stand-in", err)
 		}
 	})
 }
@@ -358,19 +358,19 @@ func TestNetworkErrors(t *testing.T) {
 		addr := l.Addr().String()
 		l.Close()
 		c := startdeliver.New(startdeliver.Options{DefaultBaseURL: "http://" + addr + "/api/v1", Retry: fastRetry})
-		_, err = c.Get(ctx, startdeliver.Account{APIKey: testKey}, startdeliver.KindUser, 1)
+		_, err = c.Update(ctx, startdeliver.Account{APIKey: testKey}, startdeliver.KindUser, 1, startdeliver.Fields{})
 		var ne *startdeliver.NetworkError
 		if !errors.As(err, &ne) || !startdeliver.IsRetryable(err) {
-			t.Fatalf("Get() error = %v, want a retryable *NetworkError", err)
+			t.Fatalf("Update() error = %v, want a retryable *NetworkError", err)
 		}
 	})
 	t.Run("timeout", func(t *testing.T) {
 		c, srv, acct := newTestClient(t, startdeliver.Options{AttemptTimeout: 50 * time.Millisecond})
 		srv.FailFraction(1, startdelivertest.Fault{Hang: true})
-		_, err := c.Get(ctx, acct, startdeliver.KindUser, 1)
+		_, err := c.Update(ctx, acct, startdeliver.KindUser, 1, startdeliver.Fields{})
 		var ne *startdeliver.NetworkError
 		if !errors.As(err, &ne) || !startdeliver.IsRetryable(err) {
-			t.Fatalf("Get() error = %v, want a retryable *NetworkError", err)
+			t.Fatalf("Update() error = %v, want a retryable *NetworkError", err)
 		}
 		if n := srv.TotalCalls(); n != fastRetry.MaxAttempts {
 			t.Errorf("calls = %d, want %d (timeouts are retried)", n, fastRetry.MaxAttempts)
@@ -381,8 +381,8 @@ func TestNetworkErrors(t *testing.T) {
 		defer srv.Close()
 		c := startdeliver.New(startdeliver.Options{DefaultBaseURL: "http://127.0.0.1:1/api/v1", Retry: startdeliver.Retry{MaxAttempts: 1}})
 		id := srv.AddUser(testKey, map[string]any{"x": 1})
-		if _, err := c.Get(ctx, startdeliver.Account{APIKey: testKey, BaseURL: srv.URL() + "/"}, startdeliver.KindUser, id); err != nil {
-			t.Fatalf("Get() with account BaseURL error = %v", err)
+		if _, err := c.Update(ctx, startdeliver.Account{APIKey: testKey, BaseURL: srv.URL() + "/"}, startdeliver.KindUser, id, startdeliver.Fields{}); err != nil {
+			t.Fatalf("Update() with account BaseURL error = %v", err)
 		}
 	})
 }
@@ -444,7 +444,7 @@ func TestContextCancellation(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		errc := make(chan error, 1)
 		go func() {
-			_, err := c.Get(ctx, acct, startdeliver.KindUser, 1)
+			_, err := c.Update(ctx, acct, startdeliver.KindUser, 1, startdeliver.Fields{})
 			errc <- err
 		}()
 		<-answered
@@ -452,7 +452,7 @@ func TestContextCancellation(t *testing.T) {
 		err := <-errc
 		var ae *startdeliver.APIError
 		if !errors.Is(err, context.Canceled) || !errors.As(err, &ae) {
-			t.Fatalf("Get() error = %v, want context.Canceled wrapping the last 500", err)
+			t.Fatalf("Update() error = %v, want context.Canceled wrapping the last 500", err)
 		}
 	})
 }
@@ -523,22 +523,22 @@ func TestKeyNeverLeaks(t *testing.T) {
 	}
 
 	srv.FailNext(3, startdelivertest.Fault{Status: 500, Body: `{"message":"bad key ` + testKey + `"}`})
-	_, err := c.Get(ctx, acct, startdeliver.KindUser, 1)
+	_, err := c.Update(ctx, acct, startdeliver.KindUser, 1, startdeliver.Fields{})
 	record(err)
 	var ae *startdeliver.APIError
 	if !errors.As(err, &ae) || !strings.Contains(ae.Body, "[REDACTED]") {
 		t.Errorf("APIError body = %q, want the key scrubbed", ae.Body)
 	}
 	srv.FailNext(1, startdelivertest.Fault{Status: 429, RetryAfter: "60"})
-	_, err = c.Get(ctx, acct, startdeliver.KindUser, 1)
+	_, err = c.Update(ctx, acct, startdeliver.KindUser, 1, startdeliver.Fields{})
 	record(err)
-	_, err = c.Get(ctx, acct, startdeliver.KindUser, 1) // throttled
+	_, err = c.Update(ctx, acct, startdeliver.KindUser, 1, startdeliver.Fields{}) // throttled
 	record(err)
-	_, err = c.Get(ctx, startdeliver.Account{APIKey: testKey + "-unknown"}, startdeliver.KindUser, 1)
+	_, err = c.Update(ctx, startdeliver.Account{APIKey: testKey + "-unknown"}, startdeliver.KindUser, 1, startdeliver.Fields{})
 	record(err)
-	_, err = c.Get(ctx, startdeliver.Account{APIKey: testKey, BaseURL: "http://127.0.0.1:1/api/v1"}, startdeliver.KindUser, 1)
+	_, err = c.Update(ctx, startdeliver.Account{APIKey: testKey, BaseURL: "http://127.0.0.1:1/api/v1"}, startdeliver.KindUser, 1, startdeliver.Fields{})
 	record(err)
-	_, err = c.Get(ctx, startdeliver.Account{APIKey: testKey, BaseURL: "http://127.0.0.1:1/\x7f"}, startdeliver.KindUser, 1)
+	_, err = c.Update(ctx, startdeliver.Account{APIKey: testKey, BaseURL: "http://127.0.0.1:1/\x7f"}, startdeliver.KindUser, 1, startdeliver.Fields{})
 	record(err)
 	logger.Info("account", "acct", acct)
 	texts = append(texts, fmt.Sprint(acct), fmt.Sprintf("%v %+v %#v %s %q", acct, acct, acct, acct, acct), logs.String())
@@ -557,7 +557,7 @@ func TestRateLimiterSlowsDuring429Storm(t *testing.T) {
 	// The same storm, with and without the limiter: the limiter must cut the
 	// number of requests Startdeliver receives in the same time.
 	const window = 400 * time.Millisecond
-	storm := func(rl startdeliver.RateLimit) (calls int, rate float64) {
+	storm := func(rl startdeliver.RateLimit) (calls int) {
 		srv := startdelivertest.NewServer(testKey)
 		defer srv.Close()
 		c := startdeliver.New(startdeliver.Options{DefaultBaseURL: srv.URL(), Retry: fastRetry, RateLimit: rl})
@@ -569,41 +569,18 @@ func TestRateLimiterSlowsDuring429Storm(t *testing.T) {
 		for range 8 {
 			wg.Go(func() {
 				for ctx.Err() == nil {
-					_, _ = c.Get(ctx, acct, startdeliver.KindUser, 1)
+					_, _ = c.Update(ctx, acct, startdeliver.KindUser, 1, startdeliver.Fields{})
 				}
 			})
 		}
 		wg.Wait()
-		return srv.TotalCalls(), c.CurrentRate(acct)
+		return srv.TotalCalls()
 	}
-	unlimited, _ := storm(startdeliver.RateLimit{Disabled: true})
-	limited, rate := storm(startdeliver.RateLimit{})
-	t.Logf("requests in %v: %d without limiter, %d with (rate now %.2f/s)", window, unlimited, limited, rate)
+	unlimited := storm(startdeliver.RateLimit{Disabled: true})
+	limited := storm(startdeliver.RateLimit{})
+	t.Logf("requests in %v: %d without limiter, %d with", window, unlimited, limited)
 	if limited*4 > unlimited {
 		t.Errorf("with limiter %d requests, want under a quarter of the %d without", limited, unlimited)
-	}
-	if rate >= 20 {
-		t.Errorf("CurrentRate() = %v after the storm, want below the 20/s maximum", rate)
-	}
-}
-
-func TestRateLimiterRecovers(t *testing.T) {
-	c, srv, acct := newTestClient(t, startdeliver.Options{RateLimit: startdeliver.RateLimit{Max: 1000, Burst: 1000, RecoverSteps: 10}})
-	srv.FailNext(1, startdelivertest.Fault{Status: 429})
-	id := srv.AddUser(testKey, map[string]any{"a": 1})
-	if _, err := c.Get(context.Background(), acct, startdeliver.KindUser, id); err != nil {
-		t.Fatalf("Get() error = %v", err)
-	}
-	if r := c.CurrentRate(acct); r >= 1000 {
-		t.Fatalf("CurrentRate() after a 429 = %v, want below 1000", r)
-	}
-	for range 20 {
-		if _, err := c.Get(context.Background(), acct, startdeliver.KindUser, id); err != nil {
-			t.Fatalf("Get() error = %v", err)
-		}
-	}
-	if r := c.CurrentRate(acct); r != 1000 {
-		t.Errorf("CurrentRate() after 20 successes = %v, want back at 1000", r)
 	}
 }
 

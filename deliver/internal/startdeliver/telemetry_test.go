@@ -27,15 +27,15 @@ func TestCallLatencyAndStatusByRoute(t *testing.T) {
 	ctx := context.Background()
 
 	id := srv.AddUser(testKey, map[string]any{"a": 1})
-	if _, err := c.Get(ctx, acct, startdeliver.KindUser, id); err != nil {
-		t.Fatalf("Get = %v", err)
+	if _, err := c.Find(ctx, acct, startdeliver.KindUser, startdeliver.Match{Field: "a", Value: 1}); err != nil {
+		t.Fatalf("Find = %v", err)
 	}
 	srv.FailNext(1, startdelivertest.Fault{Status: 503, Route: "PATCH /user/{id}"})
 	if _, err := c.Update(ctx, acct, startdeliver.KindUser, id, startdeliver.Fields{"a": 2}); err != nil {
 		t.Fatalf("Update = %v", err)
 	}
-	if _, err := c.Get(ctx, acct, startdeliver.KindUser, id+1000); err == nil {
-		t.Fatal("Get of a missing user = nil error, want 404")
+	if _, err := c.Update(ctx, acct, startdeliver.KindUser, id+1000, startdeliver.Fields{}); err == nil {
+		t.Fatal("Update of a missing user = nil error, want 404")
 	}
 
 	var rm metricdata.ResourceMetrics
@@ -58,8 +58,8 @@ func TestCallLatencyAndStatusByRoute(t *testing.T) {
 		}
 	}
 	want := map[string]uint64{
-		"GET /user/{id} 200":   1,
-		"GET /user/{id} 404":   1,
+		"GET /user 200":        1,
+		"PATCH /user/{id} 404": 1,
 		"PATCH /user/{id} 503": 1,
 		"PATCH /user/{id} 200": 1,
 	}
@@ -81,8 +81,8 @@ func TestCallLatencyAndStatusByRoute(t *testing.T) {
 		spans[fmt.Sprintf("%s|%s %d", s.Name(), tmpl, status)]++
 	}
 	wantSpans := map[string]int{
-		"GET /user/{id}|/user/{id} 200":   1,
-		"GET /user/{id}|/user/{id} 404":   1,
+		"GET /user|/user 200":             1,
+		"PATCH /user/{id}|/user/{id} 404": 1,
 		"PATCH /user/{id}|/user/{id} 503": 1,
 		"PATCH /user/{id}|/user/{id} 200": 1,
 	}
