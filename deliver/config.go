@@ -10,6 +10,7 @@ import (
 	"github.com/startdeliver/segment-destination/shared/account"
 	"github.com/startdeliver/segment-destination/shared/accountstore"
 	"github.com/startdeliver/segment-destination/shared/envconfig"
+	"github.com/startdeliver/segment-destination/shared/server"
 )
 
 // config is deliver's configuration, read from the environment.
@@ -195,8 +196,8 @@ func (c *config) validate() error {
 			errs = append(errs, fmt.Errorf("%s=%d: want a positive number", name, v))
 		}
 	}
-	if c.Budget <= 0 || c.Budget+finishTimeout > shutdownGrace-time.Second {
-		errs = append(errs, fmt.Errorf("DELIVERY_BUDGET=%s: want more than 0 and at most %s, so that a delivery and its outcome end within the %s shutdown grace", c.Budget, shutdownGrace-time.Second-finishTimeout, shutdownGrace))
+	if c.Budget <= 0 || c.Budget+finishTimeout > server.DefaultGrace-time.Second {
+		errs = append(errs, fmt.Errorf("DELIVERY_BUDGET=%s: want more than 0 and at most %s, so that a delivery and its outcome end within the %s shutdown grace", c.Budget, server.DefaultGrace-time.Second-finishTimeout, server.DefaultGrace))
 	}
 	if c.MaxRate <= 0 {
 		errs = append(errs, fmt.Errorf("STARTDELIVER_MAX_RATE=%v: want a positive number", c.MaxRate))

@@ -40,13 +40,9 @@ import (
 	"github.com/startdeliver/segment-destination/shared/accountstore"
 	"github.com/startdeliver/segment-destination/shared/gcpclient"
 	"github.com/startdeliver/segment-destination/shared/keyseal"
+	"github.com/startdeliver/segment-destination/shared/server"
 	"github.com/startdeliver/segment-destination/shared/telemetry"
 )
-
-// shutdownGrace is how long a SIGTERM leaves to finish or nack in-flight
-// messages and flush telemetry: Cloud Run kills the instance 10 s after
-// SIGTERM.
-const shutdownGrace = 8 * time.Second
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -113,7 +109,7 @@ func newService(ctx context.Context, getenv func(string) string) (_ *service, er
 		return nil, err
 	}
 	if cfg.Emulator {
-		if err := ensurePubSub(ctx, s.ps, cfg); err != nil {
+		if err := provisionEmulator(ctx, s.ps, cfg); err != nil {
 			return nil, err
 		}
 	}
@@ -229,7 +225,7 @@ func (s *service) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
 	w.Header().Set("Content-Type", "application/json")
-	_, perr := s.ps.SubscriptionAdminClient.GetSubscription(ctx, &pubsubpb.GetSubscriptionRequest{Subscription: subscriptionName(s.cfg.Project, s.cfg.Subscription)})
+	_, perr := s.ps.SubscriptionAdminClient.GetSubscription(ctx, &pubsubpb.GetSubscriptionRequest{Subscription: gcpclient.SubscriptionName(s.cfg.Project, s.cfg.Subscription)})
 	if s.cfg.Mode == "push" && status.Code(perr) == codes.NotFound {
 		perr = nil // a push service may run without reading its subscription
 	}
@@ -246,116 +242,69 @@ func (s *service) readyz(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte(`{"status":"ready"}` + "\n"))
 }
 
-// run serves until ctx ends, then shuts down within shutdownGrace. ready,
-// when not nil, receives the HTTP address once serving.
+// run serves until ctx ends, then shuts down within server.DefaultGrace:
+// intake stops first (messages in flight finish, or are nacked when cut
+// short), then the HTTP server (push requests in flight finish), then the
+// dead-letter publisher, the clients and telemetry. ready, when not nil,
+// receives the HTTP address once serving.
 func run(ctx context.Context, getenv func(string) string, ready chan<- string) error {
 	s, err := newService(ctx, getenv)
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(s.cfg.Host, s.cfg.Port))
-	if err != nil {
-		s.close(context.Background())
-		return fmt.Errorf("listen: %w", err)
-	}
-	// Work stops when ctx ends; intake stops on its own context so that
-	// shutdown can order it. Requests see it too: a push request still
-	// waiting for its turn at shutdown is answered 503 at once, while one
-	// that started finishes (the processor detaches it).
-	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopWork()
-	srv := &http.Server{
-		Handler:           s.handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return workCtx },
-	}
-	errc := make(chan error, 3)
-	go func() {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			errc <- fmt.Errorf("serve: %w", err)
-		}
-	}()
-	var workers sync.WaitGroup
+	var work []func(context.Context) error
 	if s.cfg.ConfigListener {
-		workers.Go(func() {
-			if err := s.accounts.Listen(workCtx); err != nil && workCtx.Err() == nil {
+		work = append(work, func(ctx context.Context) error {
+			if err := s.accounts.Listen(ctx); err != nil && ctx.Err() == nil {
 				s.log.Warn("account listener stopped; the cache TTL still bounds staleness", "error", err)
 			}
+			return nil
 		})
 	}
 	if s.cfg.Mode == "pull" {
-		workers.Go(func() {
-			err := intake.Pull(workCtx, s.ps.Subscriber(s.cfg.Subscription), s.processor, intake.PullSettings{
+		work = append(work, func(ctx context.Context) error {
+			return intake.Pull(ctx, s.ps.Subscriber(s.cfg.Subscription), s.processor, intake.PullSettings{
 				Streams: s.cfg.Streams, MaxOutstandingMessages: s.cfg.MaxOutstanding,
 				MaxDurationPerAckExtension: s.cfg.AckExtension, Logger: s.log,
 			})
-			if err != nil {
-				errc <- err
-			}
 		})
 	}
-	s.log.Info("deliver running", "addr", ln.Addr().String(), "mode", s.cfg.Mode, "subscription", s.cfg.Subscription)
-	if ready != nil {
-		ready <- ln.Addr().String()
-	}
-	var runErr error
-	select {
-	case runErr = <-errc:
-	case <-ctx.Done():
-	}
-	s.log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-	defer cancel()
-	// Stop receiving first: in-flight messages finish (or are nacked when
-	// cut short); push requests in flight finish before Shutdown returns.
-	stopWork()
-	done := make(chan struct{})
-	go func() { workers.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-sctx.Done():
-		s.log.Warn("in-flight messages did not finish in time; Pub/Sub redelivers them")
-	}
-	if err := srv.Shutdown(sctx); err != nil && runErr == nil {
-		runErr = fmt.Errorf("shutdown: %w", err)
-	}
-	s.close(sctx)
-	return runErr
+	return server.Run(ctx, net.JoinHostPort(s.cfg.Host, s.cfg.Port), s.handler(), server.Options{
+		Work: work,
+		// A push request still waiting for its turn at shutdown is
+		// answered 503 at once, while one that started finishes (the
+		// processor detaches it).
+		ShutdownEndsRequests: true,
+		OnListen: func(addr string) {
+			s.log.Info("deliver running", "addr", addr, "mode", s.cfg.Mode, "subscription", s.cfg.Subscription)
+			if ready != nil {
+				ready <- addr
+			}
+		},
+		OnLate: func() { s.log.Warn("in-flight messages did not finish in time; Pub/Sub redelivers them") },
+		Stop: func(ctx context.Context) {
+			s.log.Info("shutting down")
+			s.close(ctx)
+		},
+	})
 }
 
-func topicName(project, topic string) string { return "projects/" + project + "/topics/" + topic }
-func subscriptionName(project, sub string) string {
-	return "projects/" + project + "/subscriptions/" + sub
-}
-
-// ensurePubSub creates the topics and the subscription on an emulator where
-// they do not exist yet; in Google Cloud, Terraform owns them.
-func ensurePubSub(ctx context.Context, ps *pubsub.Client, cfg *config) error {
-	for _, t := range []string{cfg.Topic, cfg.DeadLetterTopic} {
-		if _, err := ps.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: topicName(cfg.Project, t)}); err != nil && status.Code(err) != codes.AlreadyExists {
-			return fmt.Errorf("create topic %s: %w", t, err)
-		}
-	}
-	sub := &pubsubpb.Subscription{
-		Name:                  subscriptionName(cfg.Project, cfg.Subscription),
-		Topic:                 topicName(cfg.Project, cfg.Topic),
-		AckDeadlineSeconds:    60,
-		EnableMessageOrdering: true,
-		RetryPolicy:           &pubsubpb.RetryPolicy{MinimumBackoff: durationpb.New(time.Second), MaximumBackoff: durationpb.New(10 * time.Second)},
-		DeadLetterPolicy:      &pubsubpb.DeadLetterPolicy{DeadLetterTopic: topicName(cfg.Project, cfg.DeadLetterTopic), MaxDeliveryAttempts: 10},
-	}
-	if _, err := ps.SubscriptionAdminClient.CreateSubscription(ctx, sub); err != nil && status.Code(err) != codes.AlreadyExists {
-		return fmt.Errorf("create subscription %s: %w", cfg.Subscription, err)
-	}
-	inspect := &pubsubpb.Subscription{
-		Name:  subscriptionName(cfg.Project, cfg.DeadLetterTopic+"-inspect"),
-		Topic: topicName(cfg.Project, cfg.DeadLetterTopic),
-	}
-	if _, err := ps.SubscriptionAdminClient.CreateSubscription(ctx, inspect); err != nil && status.Code(err) != codes.AlreadyExists {
-		return fmt.Errorf("create subscription %s: %w", inspect.Name, err)
-	}
-	return nil
+// provisionEmulator creates the topics and the subscriptions on an emulator
+// where they do not exist yet; in Google Cloud, Terraform owns them.
+func provisionEmulator(ctx context.Context, ps *pubsub.Client, cfg *config) error {
+	topic := func(t string) string { return gcpclient.TopicName(cfg.Project, t) }
+	sub := func(s string) string { return gcpclient.SubscriptionName(cfg.Project, s) }
+	return gcpclient.ProvisionEmulator(ctx, ps, cfg.Project, []string{cfg.Topic, cfg.DeadLetterTopic},
+		&pubsubpb.Subscription{
+			Name:                  sub(cfg.Subscription),
+			Topic:                 topic(cfg.Topic),
+			AckDeadlineSeconds:    60,
+			EnableMessageOrdering: true,
+			RetryPolicy:           &pubsubpb.RetryPolicy{MinimumBackoff: durationpb.New(time.Second), MaximumBackoff: durationpb.New(10 * time.Second)},
+			DeadLetterPolicy:      &pubsubpb.DeadLetterPolicy{DeadLetterTopic: topic(cfg.DeadLetterTopic), MaxDeliveryAttempts: 10},
+		},
+		&pubsubpb.Subscription{Name: sub(cfg.DeadLetterTopic + "-inspect"), Topic: topic(cfg.DeadLetterTopic)},
+	)
 }
 
 // version is set at build time with -ldflags "-X main.version=...".

@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -24,8 +23,6 @@ import (
 	"github.com/GoogleCloudPlatform/functions-framework-go/functions"
 	"github.com/tink-crypto/tink-go/v2/keyset"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/startdeliver/segment-destination/ingest/internal/explain"
 	"github.com/startdeliver/segment-destination/ingest/internal/publish"
@@ -36,12 +33,9 @@ import (
 	"github.com/startdeliver/segment-destination/shared/journey"
 	"github.com/startdeliver/segment-destination/shared/keyseal"
 	"github.com/startdeliver/segment-destination/shared/lookup"
+	"github.com/startdeliver/segment-destination/shared/server"
 	"github.com/startdeliver/segment-destination/shared/telemetry"
 )
-
-// shutdownGrace is how long a SIGTERM leaves to finish in-flight requests
-// and flush the publisher: Cloud Run kills the instance 10 s after SIGTERM.
-const shutdownGrace = 8 * time.Second
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -112,7 +106,7 @@ func newService(ctx context.Context, getenv func(string) string) (_ *service, er
 	}
 	s.closers = append(s.closers, ps.Close)
 	if cfg.Emulator {
-		if err := ensureTopic(ctx, ps, cfg.Project, cfg.Topic); err != nil {
+		if err := gcpclient.ProvisionEmulator(ctx, ps, cfg.Project, []string{cfg.Topic}); err != nil {
 			return nil, err
 		}
 	}
@@ -134,7 +128,7 @@ func newService(ctx context.Context, getenv func(string) string) (_ *service, er
 		Publisher: s.publisher,
 		Accounts:  store,
 		Sealer:    sealer,
-		Ready:     &topicCheck{ps: ps, name: topicName(cfg.Project, cfg.Topic)},
+		Ready:     &topicCheck{ps: ps, name: gcpclient.TopicName(cfg.Project, cfg.Topic)},
 		Topic:     cfg.Topic,
 		Logger:    log,
 		Records:   journey.NewReader(fs, cfg.DeliveriesCollection),
@@ -231,62 +225,28 @@ func (s *service) close(ctx context.Context) {
 	}
 }
 
-// run serves until ctx ends, then shuts down within shutdownGrace. ready,
-// when not nil, receives the listening address.
+// run serves until ctx ends, then shuts down within server.DefaultGrace:
+// the server stops accepting and waits for requests in flight (each waits
+// for its publish), then the publisher, the clients and telemetry are
+// flushed. ready, when not nil, receives the listening address.
 func run(ctx context.Context, getenv func(string) string, ready chan<- string) error {
 	s, err := newService(ctx, getenv)
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(s.cfg.Host, s.cfg.Port))
-	if err != nil {
-		s.close(context.Background())
-		return fmt.Errorf("listen: %w", err)
-	}
-	srv := &http.Server{
-		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	s.log.Info("ingest listening", "addr", ln.Addr().String(), "topic", s.cfg.Topic)
-	if ready != nil {
-		ready <- ln.Addr().String()
-	}
-	select {
-	case err := <-errc:
-		s.close(context.Background())
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
-	}
-	s.log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-	defer cancel()
-	// Stop accepting and wait for in-flight requests (each waits for its
-	// publish), then flush the publisher and telemetry.
-	err = srv.Shutdown(sctx)
-	s.close(sctx)
-	if err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("shutdown: %w", err)
-	}
-	return nil
-}
-
-func topicName(project, topic string) string {
-	return "projects/" + project + "/topics/" + topic
-}
-
-// ensureTopic creates the topic on an emulator where it does not exist yet;
-// in Google Cloud, Terraform owns it.
-func ensureTopic(ctx context.Context, ps *pubsub.Client, project, topic string) error {
-	_, err := ps.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: topicName(project, topic)})
-	if err != nil && status.Code(err) != codes.AlreadyExists {
-		return fmt.Errorf("create topic %s: %w", topic, err)
-	}
-	return nil
+	return server.Run(ctx, net.JoinHostPort(s.cfg.Host, s.cfg.Port), s.handler, server.Options{
+		ReadTimeout: 30 * time.Second,
+		OnListen: func(addr string) {
+			s.log.Info("ingest listening", "addr", addr, "topic", s.cfg.Topic)
+			if ready != nil {
+				ready <- addr
+			}
+		},
+		Stop: func(ctx context.Context) {
+			s.log.Info("shutting down")
+			s.close(ctx)
+		},
+	})
 }
 
 // topicCheck answers /readyz: the topic can be read. A success is reused
