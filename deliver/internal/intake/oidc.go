@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"google.golang.org/api/idtoken"
+
+	"github.com/startdeliver/segment-destination/shared/abbrev"
 )
 
 // googleIssuers are the issuers of the Google-signed OIDC tokens that
@@ -56,7 +58,7 @@ func checkClaims(p *idtoken.Payload, audience string) (string, error) {
 		return "", errors.New("token audience does not match")
 	}
 	if !googleIssuers[p.Issuer] {
-		return "", fmt.Errorf("token issuer %q is not Google", clip(p.Issuer, 60))
+		return "", fmt.Errorf("token issuer %q is not Google", abbrev.String(p.Issuer, 60))
 	}
 	email, _ := p.Claims["email"].(string)
 	if email == "" {
@@ -105,14 +107,7 @@ func authorize(ctx context.Context, r *http.Request, o PushOptions) error {
 		return fmt.Errorf("invalid token: %w", err)
 	}
 	if o.ServiceAccount != "" && !strings.EqualFold(email, o.ServiceAccount) {
-		return fmt.Errorf("token is for %s, not the push service account", clip(email, 100))
+		return fmt.Errorf("token is for %s, not the push service account", abbrev.String(email, 100))
 	}
 	return nil
-}
-
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

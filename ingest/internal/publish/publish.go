@@ -33,6 +33,7 @@ import (
 	"github.com/googleapis/gax-go/v2"
 
 	"github.com/startdeliver/segment-destination/shared/envelope"
+	"github.com/startdeliver/segment-destination/shared/gcpclient"
 )
 
 // Options tune the publisher. Zero values take the defaults noted.
@@ -110,7 +111,7 @@ type Publisher struct {
 // New returns a publisher for topic (a short name or a full resource name)
 // of project, publishing through client's v2 topic admin client.
 func New(client *pubsub.Client, project, topic string, opts Options) *Publisher {
-	return newPublisher(client.TopicAdminClient, topicName(project, topic), opts)
+	return newPublisher(client.TopicAdminClient, gcpclient.TopicName(project, topic), opts)
 }
 
 func newPublisher(r rpc, topic string, opts Options) *Publisher {
@@ -135,13 +136,6 @@ func newPublisher(r rpc, topic string, opts Options) *Publisher {
 	p := &Publisher{rpc: r, topic: topic, opts: opts, busyKeys: map[string]bool{}}
 	p.idle = sync.NewCond(&p.mu)
 	return p
-}
-
-func topicName(project, topic string) string {
-	if len(topic) > 9 && topic[:9] == "projects/" {
-		return topic
-	}
-	return "projects/" + project + "/topics/" + topic
 }
 
 // Errors of Publish. Each means the message was not published and never
