@@ -93,7 +93,7 @@ type completions interface {
 	Complete(ctx context.Context, r dedupe.Record) error
 }
 
-// claims coordinates creating an entity across instances (identity.Claims).
+// claims coordinates creating an entity across instances (identity.Registry).
 type claims interface {
 	Acquire(ctx context.Context, key string) (*identity.Claim, error)
 	Created(ctx context.Context, cl *identity.Claim, id int64) error

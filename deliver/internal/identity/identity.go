@@ -40,23 +40,24 @@ const (
 // the wait: retry later.
 var ErrBusy = errors.New("identity: another creator holds the claim")
 
-// Options configure Claims.
+// Options configure a Registry.
 type Options struct {
 	Collection string        // default "identities"
 	Wait       time.Duration // how long Acquire waits for another creator, default 5s
 	Now        func() time.Time
 }
 
-// Claims coordinates creations. Safe for concurrent use.
-type Claims struct {
+// Registry holds the creation claims of every instance, in Firestore, and
+// coordinates creations through them. Safe for concurrent use.
+type Registry struct {
 	col   *firestore.CollectionRef
 	wait  time.Duration
 	now   func() time.Time
 	owner string
 }
 
-// New returns Claims over client.
-func New(client *firestore.Client, opts Options) *Claims {
+// New returns a Registry over client.
+func New(client *firestore.Client, opts Options) *Registry {
 	if opts.Collection == "" {
 		opts.Collection = "identities"
 	}
@@ -66,7 +67,7 @@ func New(client *firestore.Client, opts Options) *Claims {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Claims{col: client.Collection(opts.Collection), wait: opts.Wait, now: opts.Now, owner: uuid.NewString()}
+	return &Registry{col: client.Collection(opts.Collection), wait: opts.Wait, now: opts.Now, owner: uuid.NewString()}
 }
 
 // Key names one identity: the account, the entity kind, and the match.
@@ -90,7 +91,7 @@ type Claim struct {
 // Acquire claims key for creation, or returns the id another creator made.
 // It waits up to the configured wait for a pending claim, then returns
 // ErrBusy.
-func (c *Claims) Acquire(ctx context.Context, key string) (*Claim, error) {
+func (c *Registry) Acquire(ctx context.Context, key string) (*Claim, error) {
 	// The wait is real time (its pauses are), whatever clock dates claims.
 	deadline := time.Now().Add(c.wait)
 	for n := 1; ; n++ {
@@ -116,7 +117,7 @@ func (c *Claims) Acquire(ctx context.Context, key string) (*Claim, error) {
 // read (preconditions the server checks), so many instances contending for
 // one new person never hold locks on it, and whoever loses a race simply
 // waits and looks again.
-func (c *Claims) try(ctx context.Context, key string) (cl *Claim, pending bool, err error) {
+func (c *Registry) try(ctx context.Context, key string) (cl *Claim, pending bool, err error) {
 	ref := c.col.Doc(key)
 	now := c.now()
 	snap, err := ref.Get(ctx)
@@ -163,12 +164,12 @@ func (c *Claims) try(ctx context.Context, key string) (cl *Claim, pending bool, 
 }
 
 // pending is a claim document held by this owner from now.
-func (c *Claims) pending(now time.Time) map[string]any {
+func (c *Registry) pending(now time.Time) map[string]any {
 	return map[string]any{"state": "pending", "owner": c.owner, "at": now, "expireAt": now.Add(Retention)}
 }
 
 // Created records the id the claim holder made, for those waiting.
-func (c *Claims) Created(ctx context.Context, cl *Claim, id int64) error {
+func (c *Registry) Created(ctx context.Context, cl *Claim, id int64) error {
 	now := c.now()
 	_, err := c.col.Doc(cl.key).Set(ctx, map[string]any{"state": "created", "id": id, "owner": c.owner, "at": now, "expireAt": now.Add(Retention)})
 	if err != nil {
@@ -179,7 +180,7 @@ func (c *Claims) Created(ctx context.Context, cl *Claim, id int64) error {
 
 // Release gives up a claim whose creation failed, so that the next attempt
 // need not wait for it to go stale.
-func (c *Claims) Release(ctx context.Context, cl *Claim) error {
+func (c *Registry) Release(ctx context.Context, cl *Claim) error {
 	_, err := c.col.Doc(cl.key).Delete(ctx, firestore.Exists)
 	if err != nil && status.Code(err) != codes.NotFound {
 		return fmt.Errorf("release identity claim: %w", err)
