@@ -7,7 +7,9 @@
 //     default pubsub/v2 publisher, waiting for the result (the least any
 //     honest ingest must do).
 //
-// It is a benchmark tool, not part of the product.
+// It is a benchmark tool, not part of the product: it lives beside
+// scripts/bench.sh, in a module of its own, so that the services' modules and
+// `make build` hold only what ships.
 package main
 
 import (
