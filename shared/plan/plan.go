@@ -54,9 +54,9 @@ type Plan struct {
 	// without segmentApp).
 	SkipClass string `json:"skipClass,omitempty"`
 	// User is the user to find, and create when absent.
-	User *Entity `json:"user,omitempty"`
+	User *Upsert `json:"user,omitempty"`
 	// Customer is the customer to find, and create when absent.
-	Customer *Entity `json:"customer,omitempty"`
+	Customer *Upsert `json:"customer,omitempty"`
 	// Link sets the user's "customer" field to the customer's id. It is
 	// true only when both User and Customer are set.
 	Link bool `json:"link,omitempty"`
@@ -67,9 +67,11 @@ type Plan struct {
 	Dropped []Issue `json:"dropped,omitempty"`
 }
 
-// Entity is a Startdeliver user or customer to find by Match, then update
-// with Update when it exists or create with Create when it does not.
-type Entity struct {
+// Upsert is a planned step on a Startdeliver user or customer: find it by
+// Match, then update it with Update when it exists or create it with Create
+// when it does not. (An entity as Startdeliver answers it is
+// startdeliver.Entity.)
+type Upsert struct {
 	// Match is the search filter.
 	Match Match `json:"match"`
 	// Create holds the fields of a new entity, the match field included.
@@ -202,7 +204,7 @@ func decideUsage(ev *segment.Event, s account.Settings, c *account.Compiled, typ
 		return nil, errorf(ClassConfig, "settings.startdeliverUserCustomFieldToMatchOn is empty")
 	}
 	email, hasEmail := emailOf(ev)
-	user := &Entity{Create: make(map[string]any, 2)}
+	user := &Upsert{Create: make(map[string]any, 2)}
 
 	if s.SyncUsingEmailInsteadOfCustomField && hasEmail {
 		user.Match = Match{Field: "email", Value: email}
@@ -426,8 +428,8 @@ func (p *Plan) matchValue(entity string, r account.MatchRule, root map[string]an
 }
 
 // entity builds the find-then-create-or-update step for one entity.
-func (p *Plan) entity(name, field string, value any, mapping []account.FieldRule, root map[string]any) *Entity {
-	e := &Entity{Match: Match{Field: field, Value: value}}
+func (p *Plan) entity(name, field string, value any, mapping []account.FieldRule, root map[string]any) *Upsert {
+	e := &Upsert{Match: Match{Field: field, Value: value}}
 	var update map[string]any
 	for _, m := range mapping {
 		if m.Field == field {

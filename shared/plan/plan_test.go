@@ -95,7 +95,7 @@ func checkInvariants(t *testing.T, p *Plan) {
 	if p.Link != (p.User != nil && p.Customer != nil) {
 		t.Errorf("plan Link = %v with user %v and customer %v", p.Link, p.User != nil, p.Customer != nil)
 	}
-	for _, e := range []*Entity{p.User, p.Customer} {
+	for _, e := range []*Upsert{p.User, p.Customer} {
 		if e == nil {
 			continue
 		}

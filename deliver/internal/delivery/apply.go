@@ -100,7 +100,7 @@ func (a *applier) apply(ctx context.Context, j job) (userID, customerID int64, e
 
 // upsert finds the entity, updates what changed, or creates it. extra are
 // fields to set on top of the plan's (the user's link to its customer).
-func (a *applier) upsert(ctx context.Context, j job, kind startdeliver.Kind, e *plan.Entity, extra startdeliver.Fields) (int64, error) {
+func (a *applier) upsert(ctx context.Context, j job, kind startdeliver.Kind, e *plan.Upsert, extra startdeliver.Fields) (int64, error) {
 	m := startdeliver.Match{Field: e.Match.Field, Value: e.Match.Value}
 	update := merge(startdeliver.Fields(e.Update), extra)
 	if len(update) == 0 {

@@ -221,7 +221,7 @@ func (x *Explainer) calls(ctx context.Context, in Input, pl *plan.Plan, res *Res
 }
 
 // entity lays out one find-then-update-or-create, as delivery.upsert does.
-func (x *Explainer) entity(ctx context.Context, in Input, kind string, e *plan.Entity, extra map[string]any, res *Result) found {
+func (x *Explainer) entity(ctx context.Context, in Input, kind string, e *plan.Upsert, extra map[string]any, res *Result) found {
 	route := "/" + kind
 	query := map[string]any{"filter": map[string]any{e.Match.Field: e.Match.Value}, "limit": 1}
 	res.Calls = append(res.Calls, Call{Method: http.MethodGet, Route: route, Body: map[string]any{"query": query}, Note: "find " + kind + " by " + e.Match.Field})
