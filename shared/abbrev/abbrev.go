@@ -1,9 +1,13 @@
-// Package abbrev shortens strings for messages, log lines and attributes:
-// a value quoted in an error, an error in a Pub/Sub attribute (which must
-// be valid UTF-8 and has a size limit), an account id in a listing.
+// Package abbrev shortens strings and values for messages, log lines and
+// attributes: a value quoted in an error, an error in a Pub/Sub attribute
+// (which must be valid UTF-8 and has a size limit), an account id in a
+// listing, a decoded JSON value named by its kind where its bytes must not
+// be repeated.
 package abbrev
 
 import (
+	"encoding/json"
+	"fmt"
 	"strings"
 	"unicode/utf8"
 )
@@ -38,4 +42,24 @@ func ID(id string) string {
 		return id[:IDLength]
 	}
 	return id
+}
+
+// Kind names a decoded JSON value by its kind ("a string", "an object",
+// "null"), for a message that says what was wrong without repeating it.
+func Kind(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "a boolean"
+	case json.Number, float64, int, int64:
+		return "a number"
+	case string:
+		return "a string"
+	case []any:
+		return "an array"
+	case map[string]any:
+		return "an object"
+	}
+	return fmt.Sprintf("%T", v)
 }

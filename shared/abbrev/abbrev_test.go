@@ -1,6 +1,7 @@
 package abbrev
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -60,6 +61,20 @@ func TestID(t *testing.T) {
 	} {
 		if got := ID(in); got != want {
 			t.Errorf("ID(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestKind(t *testing.T) {
+	for _, tt := range []struct {
+		v    any
+		want string
+	}{
+		{nil, "null"}, {true, "a boolean"}, {json.Number("1"), "a number"}, {1.5, "a number"},
+		{"sd-key", "a string"}, {[]any{}, "an array"}, {map[string]any{}, "an object"}, {struct{}{}, "struct {}"},
+	} {
+		if got := Kind(tt.v); got != tt.want {
+			t.Errorf("Kind(%#v) = %q, want %q", tt.v, got, tt.want)
 		}
 	}
 }

@@ -45,6 +45,8 @@ import (
 	"io"
 	"sort"
 	"strconv"
+
+	"github.com/startdeliver/segment-destination/shared/abbrev"
 )
 
 // Account is one account's document (docs/api.md §4), as stored in Firestore.
@@ -164,7 +166,7 @@ func Parse(data []byte) (*Account, error) {
 	}
 	m, ok := v.(map[string]any)
 	if !ok {
-		return nil, fmt.Errorf("parse account: want a JSON object, got %s", kind(v))
+		return nil, fmt.Errorf("parse account: want a JSON object, got %s", abbrev.Kind(v))
 	}
 	return decode(m, true)
 }
@@ -269,7 +271,7 @@ func suggest(k string, fields map[string]func(string, any)) string {
 func (d *decoder) asObject(key string, v any) (map[string]any, bool) {
 	m, ok := v.(map[string]any)
 	if !ok {
-		d.ps.add(key, "want an object, got %s", kind(v))
+		d.ps.add(key, "want an object, got %s", abbrev.Kind(v))
 	}
 	return m, ok
 }
@@ -277,7 +279,7 @@ func (d *decoder) asObject(key string, v any) (map[string]any, bool) {
 func (d *decoder) str(key string, v any) string {
 	s, ok := v.(string)
 	if !ok {
-		d.ps.add(key, "want a string, got %s", kind(v))
+		d.ps.add(key, "want a string, got %s", abbrev.Kind(v))
 	}
 	return s
 }
@@ -285,7 +287,7 @@ func (d *decoder) str(key string, v any) string {
 func (d *decoder) boolean(key string, v any) bool {
 	b, ok := v.(bool)
 	if !ok {
-		d.ps.add(key, "want a boolean, got %s", kind(v))
+		d.ps.add(key, "want a boolean, got %s", abbrev.Kind(v))
 	}
 	return b
 }
@@ -312,7 +314,7 @@ func (d *decoder) source(key string, v any) Source {
 func (d *decoder) mappings(key string, v any) []Mapping {
 	list, ok := v.([]any)
 	if !ok {
-		d.ps.add(key, "want an array, got %s", kind(v))
+		d.ps.add(key, "want an array, got %s", abbrev.Kind(v))
 		return nil
 	}
 	if len(list) == 0 {

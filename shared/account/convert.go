@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/startdeliver/segment-destination/shared/abbrev"
 )
 
 // Type is the target type of a Startdeliver field in a {field, type} entry.
@@ -76,7 +78,7 @@ func toText(v any) (any, error) {
 	case int64:
 		return strconv.FormatInt(v, 10), nil
 	}
-	return nil, &ConversionError{Type: TypeText, Msg: kind(v) + " has no text form"}
+	return nil, &ConversionError{Type: TypeText, Msg: abbrev.Kind(v) + " has no text form"}
 }
 
 // formatFloat writes f without an exponent unless it is very large or very
@@ -117,7 +119,7 @@ func toNumber(v any) (any, error) {
 	case bool:
 		return nil, &ConversionError{Type: TypeNumber, Msg: "a boolean is not a number"}
 	}
-	return nil, &ConversionError{Type: TypeNumber, Msg: kind(v) + " is not a number"}
+	return nil, &ConversionError{Type: TypeNumber, Msg: abbrev.Kind(v) + " is not a number"}
 }
 
 // isJSONNumber reports whether s is a number in JSON's grammar:
@@ -184,7 +186,7 @@ func toBoolean(v any) (any, error) {
 		}
 		return nil, &ConversionError{Type: TypeBoolean, Msg: "only the numbers 0 and 1 are booleans"}
 	}
-	return nil, &ConversionError{Type: TypeBoolean, Msg: kind(v) + " is not a boolean"}
+	return nil, &ConversionError{Type: TypeBoolean, Msg: abbrev.Kind(v) + " is not a boolean"}
 }
 
 // numberValue returns a numeric value as float64.
@@ -252,5 +254,5 @@ func toDate(v any) (any, error) {
 	case bool:
 		return nil, &ConversionError{Type: TypeDate, Msg: "a boolean is not a date"}
 	}
-	return nil, &ConversionError{Type: TypeDate, Msg: kind(v) + " is not a date"}
+	return nil, &ConversionError{Type: TypeDate, Msg: abbrev.Kind(v) + " is not a date"}
 }

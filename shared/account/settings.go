@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/startdeliver/segment-destination/shared/abbrev"
 )
 
 // Settings are the destination settings of docs/api.md §4, as stored with an
@@ -125,7 +127,7 @@ func ParseSettingsHeader(value string) (SettingsOverride, error) {
 		}
 		s, isString := v.(string)
 		if !isString {
-			problems = append(problems, fmt.Sprintf("%s: want a string, got %s", k, kind(v)))
+			problems = append(problems, fmt.Sprintf("%s: want a string, got %s", k, abbrev.Kind(v)))
 			continue
 		}
 		if len(s) > maxSettingLength {
@@ -189,24 +191,5 @@ func headerBool(v any) (b, present bool, err error) {
 		}
 		return false, false, errors.New("want true or false, got another string")
 	}
-	return false, false, fmt.Errorf("want a boolean, got %s", kind(v))
-}
-
-// kind names a decoded JSON value's type for messages.
-func kind(v any) string {
-	switch v.(type) {
-	case nil:
-		return "null"
-	case bool:
-		return "a boolean"
-	case json.Number, float64, int, int64:
-		return "a number"
-	case string:
-		return "a string"
-	case []any:
-		return "an array"
-	case map[string]any:
-		return "an object"
-	}
-	return fmt.Sprintf("%T", v)
+	return false, false, fmt.Errorf("want a boolean, got %s", abbrev.Kind(v))
 }

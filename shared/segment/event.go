@@ -17,6 +17,8 @@ import (
 	"unicode/utf8"
 
 	json "github.com/segmentio/encoding/json"
+
+	"github.com/startdeliver/segment-destination/shared/abbrev"
 )
 
 // Type is a Segment call type.
@@ -252,24 +254,6 @@ func kindOf(c byte) string {
 	return "a number"
 }
 
-func jsonKind(v any) string {
-	switch v.(type) {
-	case nil:
-		return "null"
-	case bool:
-		return "a boolean"
-	case json.Number:
-		return "a number"
-	case string:
-		return "a string"
-	case []any:
-		return "an array"
-	case map[string]any:
-		return "an object"
-	}
-	return fmt.Sprintf("%T", v)
-}
-
 // FieldError is a problem with one field of an event.
 type FieldError struct {
 	Field string
@@ -362,7 +346,7 @@ func FromMap(m map[string]any) (*Event, error) {
 		switch v.(type) {
 		case nil, string, json.Number, float64:
 		default:
-			return nil, &FieldError{Field: "version", Msg: "want a number or a string, got " + jsonKind(v)}
+			return nil, &FieldError{Field: "version", Msg: "want a number or a string, got " + abbrev.Kind(v)}
 		}
 	}
 	return e, nil
@@ -384,7 +368,7 @@ func stringField(m map[string]any, key string) (string, error) {
 		m[key] = s
 		return s, nil
 	default:
-		return "", &FieldError{Field: key, Msg: "want a string, got " + jsonKind(v)}
+		return "", &FieldError{Field: key, Msg: "want a string, got " + abbrev.Kind(v)}
 	}
 }
 
@@ -403,7 +387,7 @@ func timeField(m map[string]any, key string) (time.Time, error) {
 		}
 		return t, nil
 	default:
-		return time.Time{}, &FieldError{Field: key, Msg: "want an ISO-8601 string, got " + jsonKind(v)}
+		return time.Time{}, &FieldError{Field: key, Msg: "want an ISO-8601 string, got " + abbrev.Kind(v)}
 	}
 }
 
@@ -435,7 +419,7 @@ func objectField(m map[string]any, key string) (map[string]any, error) {
 	case map[string]any:
 		return v, nil
 	default:
-		return nil, &FieldError{Field: key, Msg: "want an object, got " + jsonKind(v)}
+		return nil, &FieldError{Field: key, Msg: "want an object, got " + abbrev.Kind(v)}
 	}
 }
 
