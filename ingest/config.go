@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/startdeliver/segment-destination/ingest/internal/receive"
 	"github.com/startdeliver/segment-destination/shared/account"
 	"github.com/startdeliver/segment-destination/shared/accountstore"
 	"github.com/startdeliver/segment-destination/shared/envconfig"
@@ -45,6 +46,11 @@ type config struct {
 	// most bytes of messages the publisher holds, queued or in a Publish
 	// call; past it a request answers 503 at once.
 	PublishMaxBytes int
+	// MaxInflightBytes is MAX_INFLIGHT_BYTES (default 64 MiB): the most
+	// memory the requests in progress may hold (bodies, decoded events,
+	// messages being built); past it a request answers 503 with
+	// Retry-After.
+	MaxInflightBytes int
 	// Emulator is true when PUBSUB_EMULATOR_HOST is set: the topic is then
 	// created when missing.
 	Emulator bool
@@ -112,6 +118,9 @@ func loadConfig(getenv func(string) string) (*config, error) {
 	if c.PublishMaxBytes, err = envconfig.Int(getenv, "PUBSUB_PUBLISH_MAX_BYTES", 64<<20); err != nil {
 		return nil, err
 	}
+	if c.MaxInflightBytes, err = envconfig.Int(getenv, "MAX_INFLIGHT_BYTES", receive.DefaultMaxInflightBytes); err != nil {
+		return nil, err
+	}
 	return c, c.validate()
 }
 
@@ -125,6 +134,9 @@ func (c *config) validate() error {
 	}
 	if c.PublishMaxBytes < 1<<20 {
 		errs = append(errs, fmt.Errorf("PUBSUB_PUBLISH_MAX_BYTES=%d: want at least 1 MiB (an event may be 32 KB, a batch 500 KB)", c.PublishMaxBytes))
+	}
+	if c.MaxInflightBytes < receive.MinInflightBytes {
+		errs = append(errs, fmt.Errorf("MAX_INFLIGHT_BYTES=%d: want at least %d (one maximal batch, with its context merged into 2,500 events)", c.MaxInflightBytes, receive.MinInflightBytes))
 	}
 	if _, err := strconv.ParseUint(c.Port, 10, 16); err != nil {
 		errs = append(errs, fmt.Errorf("PORT=%q: want a port number", c.Port))

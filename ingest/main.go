@@ -120,7 +120,11 @@ func newService(ctx context.Context, getenv func(string) string) (_ *service, er
 		return nil, err
 	}
 	s.publisher = newPublisher(ps, cfg)
-	store := accountstore.New(fs, accountstore.Options{Collection: cfg.AccountsCollection, TTL: cfg.ConfigCacheTTL})
+	// Anyone can send random keys: reads of ids not known to exist are
+	// bounded per instance (a real new account's first events get 503 and
+	// Segment's retry while the bucket is empty).
+	store := accountstore.New(fs, accountstore.Options{Collection: cfg.AccountsCollection, TTL: cfg.ConfigCacheTTL,
+		UnknownReadsPerSecond: unknownReadsPerSecond, UnknownReadBurst: 4 * unknownReadsPerSecond})
 	// Explain's read-only finds: one client, a timeout, the same
 	// instrumentation as every outbound call.
 	lookups := lookup.New(&http.Client{Timeout: 10 * time.Second, Transport: otelhttp.NewTransport(http.DefaultTransport)}, cfg.StartdeliverAPIURL, cfg.APIURLs.Check)
@@ -135,6 +139,8 @@ func newService(ctx context.Context, getenv func(string) string) (_ *service, er
 		Configs:   store,
 		Explainer: explain.New(lookups),
 		TraceURL:  traceURL(cfg.TraceURL, cfg.Project),
+
+		MaxInflightBytes: int64(cfg.MaxInflightBytes),
 	})
 	s.handler = otelhttp.NewHandler(h, "ingest",
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + routeOf(r) }),
@@ -235,7 +241,8 @@ func run(ctx context.Context, getenv func(string) string, ready chan<- string) e
 		return err
 	}
 	return server.Run(ctx, net.JoinHostPort(s.cfg.Host, s.cfg.Port), s.handler, server.Options{
-		ReadTimeout: 30 * time.Second,
+		ReadTimeout:    30 * time.Second,
+		MaxHeaderBytes: maxHeaderBytes,
 		OnListen: func(addr string) {
 			s.log.Info("ingest listening", "addr", addr, "topic", s.cfg.Topic)
 			if ready != nil {
@@ -270,6 +277,14 @@ func (c *topicCheck) Ready(ctx context.Context) error {
 	c.ok = time.Now()
 	return nil
 }
+
+// maxHeaderBytes bounds a request's headers: Segment sends a few hundred
+// bytes, X-Segment-Settings at most 16 KB. Past it net/http answers 431.
+const maxHeaderBytes = 64 << 10
+
+// unknownReadsPerSecond bounds each instance's Firestore reads for API keys
+// not known to be an account (accountstore.Options.UnknownReadsPerSecond).
+const unknownReadsPerSecond = 50
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"

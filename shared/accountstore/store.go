@@ -3,10 +3,27 @@
 // and deliver's configuration alike.
 //
 // Caching rules: a document read is kept for TTL (CONFIG_CACHE_TTL, 10
-// minutes at most); an unknown account is remembered for NegativeTTL, so a
-// flood of bad keys is not a flood of reads; concurrent lookups of one
-// account share one read; and when Firestore fails, the last good entry is
-// served for up to StaleFor rather than failing every event.
+// minutes at most); concurrent lookups of one account share one read; and
+// when Firestore fails, the last good entry is served for up to StaleFor
+// rather than failing every event.
+//
+// Unknown accounts cost bounded memory and, where the caller asks for it,
+// bounded reads. Anyone can send ingest a random key, so unknown ids are
+// remembered for NegativeTTL in an expirable LRU of at most NegativeSize
+// entries (hashicorp/golang-lru/v2/expirable: a well-kept, size- and
+// time-bounded cache, where the map it replaces kept every random id
+// forever); a flood of random keys evicts only other random keys' entries,
+// never a real account's, which live in their own cache bounded by the
+// collection. The listener-fed set of all account ids would bound reads too,
+// but a new account's first events would then be refused until the
+// listener caught up, or the whole collection would have to be held in each
+// instance. Instead, with UnknownReadsPerSecond set (ingest sets it), reads
+// of ids never seen to exist pass a token bucket: a random-key flood costs
+// at most that many reads a second per instance, and a lookup refused by it
+// fails with ErrThrottled, which ingest answers 503 so that a real new
+// account's events are retried, not lost. deliver leaves it unset: its ids
+// come from ingest's messages, and throttling them would spend delivery
+// attempts.
 package accountstore
 
 import (
@@ -17,7 +34,9 @@ import (
 	"time"
 
 	"cloud.google.com/go/firestore"
+	"github.com/hashicorp/golang-lru/v2/expirable"
 	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -29,6 +48,9 @@ import (
 var (
 	ErrUnknown  = errors.New("unknown account")
 	ErrDisabled = errors.New("account disabled")
+	// ErrThrottled is a lookup of an id never seen to exist, refused
+	// because such reads are at UnknownReadsPerSecond: retry later.
+	ErrThrottled = errors.New("too many lookups of unknown accounts; retry later")
 )
 
 // MaxTTL is the longest a configuration may be cached (the product promises
@@ -58,11 +80,19 @@ type Options struct {
 	TTL         time.Duration // CONFIG_CACHE_TTL, default and maximum 10m
 	NegativeTTL time.Duration // how long an unknown id is remembered, default 30s
 	StaleFor    time.Duration // how long the last good entry outlives a failing Firestore, default 1h
-	Now         func() time.Time
+	// NegativeSize bounds how many unknown ids are remembered (default
+	// 10,000, about 1 MB).
+	NegativeSize int
+	// UnknownReadsPerSecond, when more than 0, bounds the Firestore reads
+	// of ids not known to exist (not cached as an account), with bursts of
+	// UnknownReadBurst (default 4 × the rate).
+	UnknownReadsPerSecond float64
+	UnknownReadBurst      int
+	Now                   func() time.Time
 }
 
 type cached struct {
-	entry   *Entry // nil: unknown account
+	entry   *Entry
 	fetched time.Time
 }
 
@@ -75,8 +105,13 @@ type Store struct {
 	group singleflight.Group
 
 	mu    sync.RWMutex
-	cache map[string]cached
+	cache map[string]cached // accounts that exist (bounded by the collection)
 	reads int64
+
+	// unknown holds when each unknown id was found absent; its own expiry
+	// (real time) frees memory, freshness is judged with opts.Now.
+	unknown *expirable.LRU[string, time.Time]
+	limit   *rate.Limiter // nil: reads of unknown ids are not limited
 }
 
 // New returns a Store over client.
@@ -99,8 +134,23 @@ func New(client *firestore.Client, opts Options) *Store {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Store{fs: client, col: opts.Collection, opts: opts, cache: make(map[string]cached)}
+	if opts.NegativeSize <= 0 {
+		opts.NegativeSize = 10_000
+	}
+	s := &Store{fs: client, col: opts.Collection, opts: opts, cache: make(map[string]cached),
+		unknown: expirable.NewLRU[string, time.Time](opts.NegativeSize, nil, opts.NegativeTTL)}
+	if opts.UnknownReadsPerSecond > 0 {
+		burst := opts.UnknownReadBurst
+		if burst <= 0 {
+			burst = max(1, int(4*opts.UnknownReadsPerSecond))
+		}
+		s.limit = rate.NewLimiter(rate.Limit(opts.UnknownReadsPerSecond), burst)
+	}
+	return s
 }
+
+// Unknown is how many unknown ids the store remembers now.
+func (s *Store) Unknown() int { return s.unknown.Len() }
 
 // Reads is how many documents the store has read from Firestore.
 func (s *Store) Reads() int64 {
@@ -138,11 +188,16 @@ func (s *Store) Lookup(ctx context.Context, id string) (*Entry, Source, error) {
 	s.mu.RLock()
 	c, ok := s.cache[id]
 	s.mu.RUnlock()
-	if ok && s.fresh(c, now) {
-		if c.entry == nil {
+	if ok && now.Sub(c.fetched) < s.opts.TTL {
+		return c.entry, Cached, nil
+	}
+	if !ok {
+		if at, known := s.unknown.Get(id); known && now.Sub(at) < s.opts.NegativeTTL {
 			return nil, Cached, ErrUnknown
 		}
-		return c.entry, Cached, nil
+		if s.limit != nil && !s.limit.AllowN(now, 1) {
+			return nil, Read, ErrThrottled
+		}
 	}
 	v, err, _ := s.group.Do(id, func() (any, error) {
 		return s.load(context.WithoutCancel(ctx), id)
@@ -167,14 +222,6 @@ const (
 	Stale  Source = "stale"
 )
 
-func (s *Store) fresh(c cached, now time.Time) bool {
-	ttl := s.opts.TTL
-	if c.entry == nil {
-		ttl = s.opts.NegativeTTL
-	}
-	return now.Sub(c.fetched) < ttl
-}
-
 // load reads one document and caches the result, unknown included.
 func (s *Store) load(ctx context.Context, id string) (*Entry, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -184,7 +231,10 @@ func (s *Store) load(ctx context.Context, id string) (*Entry, error) {
 	s.reads++
 	s.mu.Unlock()
 	if status.Code(err) == codes.NotFound {
-		s.remember(id, nil)
+		s.mu.Lock()
+		delete(s.cache, id) // a deleted account is unknown now
+		s.mu.Unlock()
+		s.unknown.Add(id, s.opts.Now())
 		return nil, ErrUnknown
 	}
 	if err != nil {
@@ -196,6 +246,7 @@ func (s *Store) load(ctx context.Context, id string) (*Entry, error) {
 }
 
 func (s *Store) remember(id string, e *Entry) {
+	s.unknown.Remove(id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.cache[id] = cached{entry: e, fetched: s.opts.Now()}
@@ -203,6 +254,7 @@ func (s *Store) remember(id string, e *Entry) {
 
 // Forget drops one account from the cache, so that the next Get reads it.
 func (s *Store) Forget(id string) {
+	s.unknown.Remove(id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.cache, id)

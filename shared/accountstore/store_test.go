@@ -3,6 +3,7 @@ package accountstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -138,6 +139,62 @@ func TestUnknownKeysCachedBriefly(t *testing.T) {
 	_ = s.Check(ctx, "no-such-account")
 	if got := s.Reads(); got != 2 {
 		t.Errorf("after the negative TTL: %d reads, want 2", got)
+	}
+}
+
+// TestUnknownKeysBounded: random keys cost at most NegativeSize entries and,
+// with UnknownReadsPerSecond, at most the bucket's reads; a real account
+// already cached is never throttled, and one not yet cached is refused with
+// ErrThrottled (ingest answers 503, Segment retries) until the bucket
+// refills.
+func TestUnknownKeysBounded(t *testing.T) {
+	env := emulatortest.Require(t)
+	fs := emulatortest.Firestore(t, env)
+	clk := &clock{t: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)}
+	s := New(fs, Options{Collection: emulatortest.Name(t, "accounts"), TTL: time.Minute, NegativeTTL: 10 * time.Second,
+		NegativeSize: 20, UnknownReadsPerSecond: 1, UnknownReadBurst: 30, Now: clk.Now})
+	ctx := context.Background()
+	known := envelope.AccountID("sd-real")
+	if err := s.Put(ctx, known, mustParse(t, acme)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Check(ctx, known); err != nil {
+		t.Fatalf("Check(real) = %v", err)
+	}
+	reads0 := s.Reads()
+	var unknown, throttled int
+	for i := range 200 {
+		switch err := s.Check(ctx, envelope.AccountID(fmt.Sprint("random-", i))); {
+		case errors.Is(err, ErrUnknown):
+			unknown++
+		case errors.Is(err, ErrThrottled):
+			throttled++
+		default:
+			t.Fatalf("Check(random) = %v", err)
+		}
+	}
+	if got := s.Reads() - reads0; got != 29 {
+		t.Errorf("200 random keys made %d reads, want 29 (the bucket of 30 less the real account's first read)", got)
+	}
+	if unknown != 29 || throttled != 171 {
+		t.Errorf("unknown, throttled = %d, %d; want 29, 171", unknown, throttled)
+	}
+	if n := s.Unknown(); n > 20 {
+		t.Errorf("%d unknown ids remembered, want at most 20", n)
+	}
+	if err := s.Check(ctx, known); err != nil {
+		t.Errorf("Check(real, cached) during the flood = %v, want nil", err)
+	}
+	other := envelope.AccountID("sd-real-2")
+	if err := s.Put(ctx, other, mustParse(t, acme)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Check(ctx, other); !errors.Is(err, ErrThrottled) {
+		t.Errorf("Check(new real account) with the bucket empty = %v, want ErrThrottled", err)
+	}
+	clk.Add(time.Second)
+	if err := s.Check(ctx, other); err != nil {
+		t.Errorf("Check(new real account) a second later = %v, want nil", err)
 	}
 }
 
