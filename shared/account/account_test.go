@@ -3,6 +3,7 @@ package account
 import (
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -321,4 +322,50 @@ func TestOverridePath(t *testing.T) {
 	if n := len(c.paths.m); n > pathCacheSize {
 		t.Errorf("path cache holds %d entries, want at most %d", n, pathCacheSize)
 	}
+}
+
+// FuzzFromMap: FromMap reads Firestore documents, which anyone with write
+// access to the collection shapes. It never panics, its errors never carry a
+// value planted in the document (only key paths and our own words), and an
+// account it returns survives Map and FromMap unchanged.
+func FuzzFromMap(f *testing.F) {
+	const planted = "sd-live-planted-doc-key"
+	f.Add([]byte(`{"name":"Acme","settings":{"startdeliverUserCustomFieldToMatchOn":"externalId"}}`))
+	f.Add([]byte(`{"settings":{"segmentOverrideMatchingField":"properties['` + planted + `"},"segmentApp":{"enabled":true,"userMapping":[{"field":"` + planted + `","type":"` + planted + `"}]}}`))
+	f.Add([]byte(`{"disabled":"` + planted + `","startdeliverApiUrl":"http://` + planted + `@evil"}`))
+	f.Add([]byte(`{"segmentApp":{"startdeliverMatchingField":{"field":1,"type":[]},"customerMapping":"` + planted + `"}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var m map[string]any
+		if err := json.Unmarshal(data, &m); err != nil || m == nil {
+			return
+		}
+		a, err := FromMap(m)
+		if err != nil {
+			if strings.Contains(err.Error(), planted) {
+				t.Fatalf("FromMap error %q carries a planted value", err)
+			}
+			return
+		}
+		_ = a.Validate()
+		back, err := FromMap(roundTrip(t, a.Map()))
+		if err != nil {
+			t.Fatalf("FromMap(Map(a)) = %v", err)
+		}
+		if !reflect.DeepEqual(a, back) {
+			t.Fatalf("FromMap(Map(a)) = %+v, want %+v", back, a)
+		}
+	})
+}
+
+// roundTrip passes m through JSON, as Firestore would store and return it.
+func roundTrip(t *testing.T, m map[string]any) map[string]any {
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out map[string]any
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

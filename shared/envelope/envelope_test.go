@@ -15,7 +15,7 @@ import (
 
 const testKey = "sd-secret-key-123"
 
-func testMessage(t *testing.T) *Message {
+func testMessage(t testing.TB) *Message {
 	t.Helper()
 	ev, err := segment.Decode([]byte(`{"type":"track","userId":"97980cfea0067","event":"Login Button Clicked","messageId":"m-1","properties":{"n":1.50}}`))
 	if err != nil {
@@ -155,4 +155,32 @@ func TestDecodeRejectsVersion2(t *testing.T) {
 			t.Errorf("%s: error %q holds the API key", name, err)
 		}
 	}
+}
+
+// FuzzDecode: whatever a message body holds, Decode never panics, and its
+// error never carries the API key in the body, in any field.
+func FuzzDecode(f *testing.F) {
+	m := testMessage(f)
+	enc, err := Encode(m)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(enc.Data)
+	f.Add([]byte(`{"v":1,"accountId":"x","apiKey":"` + testKey + `","event":{"type":"track"}}`))
+	f.Add([]byte(`{"v":1,"apiKey":"` + testKey + `",,"event":{}}`))
+	f.Add([]byte(`{"v":"` + testKey + `"}`))
+	f.Add([]byte(`{"v":1,"apiKey":"` + testKey + `","receivedAt":"` + testKey + `"}`))
+	f.Add([]byte(`{"event":` + strings.Repeat("[", 100000)))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got, err := Decode(data)
+		if err != nil {
+			if strings.Contains(err.Error(), testKey) {
+				t.Fatalf("Decode error %q carries the key", err)
+			}
+			return
+		}
+		if got.APIKey != "" && AccountID(got.APIKey) != got.AccountID {
+			t.Fatalf("decoded a message whose account is not its key's")
+		}
+	})
 }

@@ -20,6 +20,11 @@ const (
 	// cap a 500 KB batch of 2,500 events could publish 2,500 times its
 	// context. A rich analytics.js context is 1–2 KB.
 	MaxOuterBytes = 8 << 10
+	// MaxOuterKeys bounds the top-level keys of the outer context and
+	// integrations together: merging copies them into each event that has
+	// its own context, so their number, not only their bytes, is
+	// multiplied by up to 2,500. Segment libraries send about a dozen.
+	MaxOuterKeys = 64
 )
 
 // TooLargeError is input over one of the limits above: the whole request
@@ -37,6 +42,9 @@ type Batch struct {
 	Context      map[string]any
 	Integrations map[string]any
 	WriteKey     string
+	// OuterBytes is the size of the outer context and integrations in the
+	// body: the most merging adds to one event.
+	OuterBytes int
 
 	// encoded sizes of each outer key/value pair, computed on first Merge
 	pairs map[string]map[string]int
@@ -103,6 +111,7 @@ func DecodeScannedBatch(data []byte, s *Scanner) (*Batch, error) {
 			outer += v.End - v.Start
 		}
 	}
+	b.OuterBytes = outer
 	if outer > MaxOuterBytes {
 		return nil, &TooLargeError{Msg: fmt.Sprintf("batch context and integrations together larger than %d bytes", MaxOuterBytes)}
 	}
@@ -128,6 +137,9 @@ func DecodeScannedBatch(data []byte, s *Scanner) (*Batch, error) {
 		} else {
 			b.Integrations = obj
 		}
+	}
+	if n := len(b.Context) + len(b.Integrations); n > MaxOuterKeys {
+		return nil, &TooLargeError{Msg: fmt.Sprintf("batch context and integrations together have %d top-level keys; at most %d", n, MaxOuterKeys)}
 	}
 	if p, ok := chosen["writeKey"]; ok {
 		m := members[p.i]
@@ -164,9 +176,14 @@ func (b *Batch) mergeInto(raw map[string]any, key string, outer map[string]any) 
 	sizes := b.pairSizes(key, outer)
 	added := 0
 	if own == nil {
-		own = make(map[string]any, len(outer))
-		raw[key] = own
-		added = len(key) + 5 // ,"key":{}
+		// Every event without its own gets the outer map itself, not a
+		// copy: nothing changes it after the merge.
+		raw[key] = outer
+		added = len(key) + 4 // ,"key":
+		for _, n := range sizes {
+			added += n + 1
+		}
+		return outer, added
 	}
 	for k, v := range outer {
 		if _, ok := own[k]; !ok {

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -292,4 +294,78 @@ func BenchmarkDecodeTrack(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestAliasPrecedence: when a field comes in several spellings, the
+// canonical one wins, else the first alias in byte order, every time.
+func TestAliasPrecedence(t *testing.T) {
+	tests := []struct {
+		body, want string
+	}{
+		{`{"userId":"canonical","user_id":"snake","USERID":"upper"}`, "canonical"},
+		{`{"user_id":"snake","USERID":"upper","userid":"lower"}`, "upper"},
+		{`{"userid":"lower","user_id":"snake"}`, "snake"},
+		{`{"UserId":"title","userid":"lower"}`, "title"},
+	}
+	for _, tt := range tests {
+		for range 20 { // map order varies from run to run; the answer must not
+			ev, err := Decode([]byte(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ev.UserID != tt.want || ev.Raw["userId"] != tt.want || len(ev.Raw) != 1 {
+				t.Fatalf("Decode(%s).UserID = %q (Raw %v), want %q", tt.body, ev.UserID, ev.Raw, tt.want)
+			}
+		}
+	}
+}
+
+func TestMessageIDCountsCharacters(t *testing.T) {
+	for _, tt := range []struct {
+		id    string
+		valid bool
+	}{
+		{strings.Repeat("é", 100), true}, // 200 bytes, 100 characters
+		{strings.Repeat("é", 101), false},
+		{strings.Repeat("a", 100), true},
+	} {
+		ev := &Event{Type: TypeIdentify, UserID: "u", MessageID: tt.id}
+		if err := ev.Validate(); (err == nil) != tt.valid {
+			t.Errorf("Validate(messageId of %d characters) = %v, want valid %v", utf8.RuneCountInString(tt.id), err, tt.valid)
+		}
+	}
+}
+
+// FuzzDecodeBatch fuzzes the batch decoder alone: it never panics, an
+// accepted batch's items are each one complete JSON value, and no error
+// carries a key planted in the body.
+func FuzzDecodeBatch(f *testing.F) {
+	f.Add([]byte(`{"writeKey":"k","context":{"ip":"1.2.3.4"},"batch":[{"type":"track","userId":"u","event":"e"},2]}`))
+	f.Add([]byte(`{"batch":[],"batch":[]}`))
+	f.Add([]byte(`{"Write_Key":"x","BATCH":[[[]]],"integrations":null}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		const key = "sd-planted-batch-key"
+		for _, in := range [][]byte{data, plant(data, key)} {
+			b, err := DecodeBatch(in)
+			if err != nil {
+				if strings.Contains(err.Error(), key) {
+					t.Fatalf("error %q carries the planted key", err)
+				}
+				continue
+			}
+			if len(b.Items) > MaxBatchEvents {
+				t.Fatalf("%d items accepted", len(b.Items))
+			}
+			for _, it := range b.Items {
+				if !json.Valid(it) {
+					t.Fatalf("item %q is not one JSON value", it)
+				}
+				if ev, err := Decode(it); err == nil {
+					b.Merge(ev)
+				} else if strings.Contains(err.Error(), key) {
+					t.Fatalf("item error %q carries the planted key", err)
+				}
+			}
+		}
+	})
 }
