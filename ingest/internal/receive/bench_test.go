@@ -1,6 +1,7 @@
 package receive
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -8,7 +9,9 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/startdeliver/segment-destination/shared/envelope"
 )
@@ -97,4 +100,68 @@ func BenchmarkHandlerBatch(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(events)), "ns/event")
 	})
+}
+
+// cpuNow is the process's CPU time (user and system, GC included).
+func cpuNow(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkHostile measures the CPU per request of the hostile
+// bodies (16,000 levels of nesting in 32 KB; 64 KB and 500 KB of nesting
+// gzipped to a few hundred bytes), unauthenticated and authenticated, and
+// reports each as a ratio to the CPU per ordinary 1 KB event in the same
+// run ("x-ordinary"; the aim is at most 2).
+func BenchmarkHostile(b *testing.B) {
+	ordinary := benchBody(b)
+	nested := strings.Repeat("[", 16000) + strings.Repeat("]", 16000)
+	cases := []struct {
+		name, path string
+		body       []byte
+		gzip, auth bool
+		want       int
+	}{
+		{"ordinary-1KB", "/", []byte(ordinary), false, true, 200},
+		{"nested-32KB-unauthenticated", "/v1/track", []byte(nested), false, false, 400},
+		{"nested-32KB-authenticated", "/v1/track", []byte(nested), false, true, 400},
+		{"gzip-64KB-nested-unauthenticated", "/v1/track", gz([]byte(strings.Repeat("[", 64<<10))), true, false, 400},
+		{"gzip-64KB-nested-authenticated", "/v1/track", gz([]byte(strings.Repeat("[", 64<<10))), true, true, 400},
+		{"gzip-500KB-nested-batch-unauthenticated", "/v1/batch", gz([]byte(strings.Repeat("[", 250000) + strings.Repeat("]", 250000))), true, false, 400},
+		{"gzip-500KB-nested-batch-authenticated", "/v1/batch", gz([]byte(strings.Repeat("[", 250000) + strings.Repeat("]", 250000))), true, true, 400},
+	}
+	var base float64 // CPU ns per ordinary event
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			h := New(Options{Publisher: noopPublisher{}, Accounts: fakeAccounts{}, Topic: "t"})
+			b.ReportAllocs()
+			start := cpuNow(b)
+			for b.Loop() {
+				r := httptest.NewRequest(http.MethodPost, c.path, bytes.NewReader(c.body))
+				r.Header.Set("Content-Type", "application/json")
+				if c.gzip {
+					r.Header.Set("Content-Encoding", "gzip")
+				}
+				if c.auth {
+					r.Header.Set("Authorization", basic(goodKey))
+				}
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, r)
+				if w.Code != c.want {
+					b.Fatalf("status %d, want %d: %s", w.Code, c.want, w.Body)
+				}
+			}
+			cpu := float64((cpuNow(b) - start).Nanoseconds()) / float64(b.N)
+			b.ReportMetric(cpu, "cpu-ns/op")
+			if base == 0 {
+				base = cpu
+			} else {
+				b.ReportMetric(cpu/base, "x-ordinary")
+			}
+			b.ReportMetric(float64(len(c.body)), "body-bytes")
+		})
+	}
 }

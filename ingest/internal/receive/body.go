@@ -30,6 +30,16 @@ type work struct {
 	scanned  atomic.Int64 // bytes the pre-pass looked at
 	decoded  atomic.Int64 // bytes handed to the tree decoder
 	depth    atomic.Int64 // the deepest nesting the pre-pass reached
+	peak     atomic.Int64 // the most in-flight bytes held at once
+}
+
+func (w *work) notePeak(n int64) {
+	for {
+		cur := w.peak.Load()
+		if n <= cur || w.peak.CompareAndSwap(cur, n) {
+			return
+		}
+	}
 }
 
 func (w *work) noteDepth(d int) {

@@ -88,10 +88,20 @@ type Options struct {
 }
 
 // DefaultMaxInflightBytes is Options.MaxInflightBytes when unset: an eighth
-// of a 512 MiB Cloud Run instance, room for two maximal batches (each up to
-// about 23 MB: its body, its decoded events and 2,500 messages with the
-// outer context merged) and thousands of single events at once.
+// of a 512 MiB Cloud Run instance, room for a worst-case batch (about 34 MB:
+// its body, its decoded events and 2,500 messages with the largest outer
+// context merged), several ordinary ones and thousands of single events at
+// once.
 const DefaultMaxInflightBytes = 64 << 20
+
+// MinInflightBytes is the least MaxInflightBytes that admits one maximal
+// batch: its body, its decoded events, and its 2,500 events with the outer
+// context and integrations merged into each.
+const MinInflightBytes = (2+treeFactor)*segment.MaxRequestBytes + segment.MaxBatchEvents*(segment.MaxOuterBytes+32+segment.MaxOuterKeys*mapEntryBytes)
+
+// mapEntryBytes is about what one map entry costs (key, interface value,
+// bucket share).
+const mapEntryBytes = 64
 
 // Handler serves ingest's HTTP API.
 type Handler struct {
@@ -284,10 +294,12 @@ func (b *budget) take(n int) bool {
 	if n <= 0 {
 		return true
 	}
-	if b.h.inflight.Add(int64(n)) > b.h.opts.MaxInflightBytes {
+	now := b.h.inflight.Add(int64(n))
+	if now > b.h.opts.MaxInflightBytes {
 		b.h.inflight.Add(-int64(n))
 		return false
 	}
+	b.h.work.notePeak(now)
 	b.held += int64(n)
 	return true
 }
@@ -346,8 +358,12 @@ func (h *Handler) intake(ctx context.Context, r *http.Request, limit int64, body
 			return nil, nil, herr
 		}
 	}
-	if !b.take(treeFactor * len(body)) {
-		return nil, nil, busy().about(req.accountID, "")
+	if !bodyKey || limit == segment.MaxEventBytes {
+		// One event: its decoded tree and its message. (A batch reserves
+		// its cost at once when it knows it, before decoding its events.)
+		if !b.take((treeFactor + 1) * len(body)) {
+			return nil, nil, busy().about(req.accountID, "")
+		}
 	}
 	return req, sc, nil
 }
@@ -499,10 +515,18 @@ func (h *Handler) batch(w http.ResponseWriter, r *http.Request) {
 		h.answer(ctx, w, fail(status, "%v", err).about(req.accountID, ""))
 		return
 	}
+	// Everything the batch will hold, reserved at once so that two batches
+	// never each hold half of what both need: its decoded events (with the
+	// outer keys copied into each event's own context) and its messages (at
+	// most every event with the outer context merged).
+	outerKeys := len(b.Context) + len(b.Integrations)
+	if !bud.take(treeFactor*len(req.body) + len(req.body) + len(b.Items)*(b.OuterBytes+32+outerKeys*mapEntryBytes)) {
+		h.answer(ctx, w, busy().about(req.accountID, ""))
+		return
+	}
 	res := batchResult{Success: true, Accepted: []acceptedEvent{}, Rejected: []rejectedEvent{}}
 	valid := make([]*segment.Event, 0, len(b.Items))
 	index := make([]int, 0, len(b.Items))
-	published := 0 // bytes of the events as they will be published
 	for i, raw := range b.Items {
 		if len(raw) > segment.MaxEventBytes {
 			h.metrics.reject(ctx, http.StatusRequestEntityTooLarge, "invalid_batch_event")
@@ -528,14 +552,8 @@ func (h *Handler) batch(w http.ResponseWriter, r *http.Request) {
 			res.Rejected = append(res.Rejected, rejectedEvent{Index: i, MessageID: ev.MessageID, Message: herr.msg})
 			continue
 		}
-		published += size
 		valid = append(valid, ev)
 		index = append(index, i)
-	}
-	// The messages about to be built are the bulk of a batch's memory.
-	if !bud.take(published) {
-		h.answer(ctx, w, busy().about(req.accountID, ""))
-		return
 	}
 	req.body = nil
 	// Each event is encoded here, one after the other, and only the wait

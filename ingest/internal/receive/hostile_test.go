@@ -156,6 +156,7 @@ func hostileRequests() []hostile {
 	add(hostile{name: "huge messageId of keys", path: "/v1/track", body: []byte(`{"type":"track","userId":"u","event":"e","messageId":"` + strings.Repeat(goodKey, 10) + `"}`), status: 400, msg: "messageId", decoded: true})
 	add(hostile{name: "too many batch events", path: "/v1/batch", body: []byte(`{"batch":[` + strings.TrimSuffix(strings.Repeat("{},", 2501), ",") + `]}`), status: 413, msg: "at most 2500"})
 	add(hostile{name: "outer context over its cap", path: "/v1/batch", body: []byte(`{"context":{"x":"` + strings.Repeat("c", segment.MaxOuterBytes) + `"},"batch":[{"type":"track","userId":"u","event":"e"}]}`), status: 413, msg: "context and integrations"})
+	add(hostile{name: "outer context with too many keys", path: "/v1/batch", body: []byte(`{"context":{` + strings.TrimSuffix(strings.Repeat(`"k":1,`, 1), ",") + manyKeys(100) + `},"batch":[{"type":"track","userId":"u","event":"e"}]}`), status: 413, msg: "top-level keys; at most 64"})
 	add(hostile{name: "outer integrations over its cap", path: "/v1/batch", body: []byte(`{"integrations":{"x":{"k":"` + strings.Repeat("c", segment.MaxOuterBytes) + `"}},"batch":[{"type":"track","userId":"u","event":"e"}]}`), status: 413, msg: "context and integrations"})
 
 	// Invalid UTF-8, in values and keys, with and without authentication.
@@ -252,6 +253,14 @@ func hostileRequests() []hostile {
 	add(hostile{name: "batch items of the wrong type", path: "/v1/batch", body: []byte(`{"batch":["` + plantedKey + `",1,null,[]]}`), status: 200, decoded: true})
 	add(hostile{name: "batch item amplified by the outer context", path: "/v1/batch", body: []byte(`{"context":{"x":"` + strings.Repeat("c", 7<<10) + `"},"batch":[{"type":"track","userId":"u","event":"e","properties":{"p":"` + strings.Repeat("p", 26<<10) + `"}}]}`), status: 200, decoded: true})
 	return hs
+}
+
+func manyKeys(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, `,"k%d":%d`, i, i)
+	}
+	return b.String()
 }
 
 func b64(s string) string { return basic(s)[len("Basic "):] }
