@@ -577,6 +577,7 @@ func (b *bench) memory(bin string, backlog int) memoryResult {
 	})
 
 	cmd := exec.Command(bin)
+	dieWithTest(cmd)
 	cmd.Env = append(os.Environ(),
 		"GOOGLE_CLOUD_PROJECT="+b.env.Project,
 		"PUBSUB_EMULATOR_HOST="+b.env.PubSubHost,

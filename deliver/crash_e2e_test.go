@@ -25,6 +25,7 @@ func (p *pipeline) startDeliverProcess(bin string) (stop func(sig os.Signal)) {
 func (p *pipeline) startDeliverProcessLogs(bin string) (stop func(sig os.Signal), logs *syncBuffer) {
 	t := p.t
 	cmd := exec.Command(bin)
+	dieWithTest(cmd)
 	env := p.env.Getenv(p.deliverEnv)
 	for _, k := range []string{"GOOGLE_CLOUD_PROJECT", "PUBSUB_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST"} {
 		cmd.Env = append(cmd.Env, k+"="+env(k))

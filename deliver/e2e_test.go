@@ -208,6 +208,7 @@ func (p *pipeline) startIngest() {
 	bin := buildBinary(t, "ingest", "../ingest")
 	port := freePort(t)
 	cmd := exec.Command(bin)
+	dieWithTest(cmd)
 	cmd.Env = []string{
 		"HOST=127.0.0.1", "PORT=" + port,
 		"GOOGLE_CLOUD_PROJECT=" + p.env.Project,

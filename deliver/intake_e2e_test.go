@@ -242,6 +242,7 @@ func TestInvalidConfigIsDeadLettered(t *testing.T) {
 func (p *pipeline) runReplay(bin string, args ...string) string {
 	p.t.Helper()
 	cmd := exec.Command(bin, append(args, "-wait", "1s")...)
+	dieWithTest(cmd)
 	cmd.Env = []string{
 		"GOOGLE_CLOUD_PROJECT=" + p.env.Project,
 		"PUBSUB_EMULATOR_HOST=" + p.env.PubSubHost,
