@@ -30,6 +30,8 @@ build:
 lint:
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	@for m in $(MODULES); do (cd $$m && go vet ./...) || exit 1; done
+	@test -z "$$(gofmt -l scripts/bench/baseline)" || { echo "gofmt would change scripts/bench/baseline"; exit 1; }
+	@cd scripts/bench/baseline && GOWORK=off go vet ./...
 	@cd deliver && go test -count=1 -run '^TestReferencesResolve$$' ./internal/deploycheck
 	@if [ -x infra/check.sh ]; then infra/check.sh; fi
 

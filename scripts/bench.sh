@@ -69,7 +69,7 @@ ingest_load() {
   fi
   go build -tags bench -o "$state/ingest" ./ingest
   go build -o "$state/accounts" ./ingest/cmd/accounts
-  go build -o "$state/benchbaseline" ./scripts/bench/baseline
+  (cd scripts/bench/baseline && GOWORK=off go build -o "$state/benchbaseline" .)
 
   local run_id key auth collection
   run_id=$(date +%s)
