@@ -123,6 +123,9 @@ func TestMemoryBoundedUnderMaximalBatches(t *testing.T) {
 	if testing.Short() {
 		t.Skip("sends 80 MB of batches")
 	}
+	if raceEnabled {
+		t.Skip("the race detector's shadow memory is not ingest's")
+	}
 	if _, err := os.Stat("/proc/self/clear_refs"); err != nil {
 		t.Skip("needs Linux /proc to read peak RSS")
 	}
