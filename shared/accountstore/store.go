@@ -181,22 +181,23 @@ func (s *Store) Get(ctx context.Context, id string) (*Entry, error) {
 	return e, err
 }
 
-// Lookup is Get that also tells where the entry came from: Cached, Read
-// (from Firestore now) or Stale (the last good entry, Firestore failing).
+// Lookup is Get that also tells where the entry came from: SourceCache,
+// SourceFirestore (read now) or SourceStale (the last good entry, Firestore
+// failing).
 func (s *Store) Lookup(ctx context.Context, id string) (*Entry, Source, error) {
 	now := s.opts.Now()
 	s.mu.RLock()
 	c, ok := s.cache[id]
 	s.mu.RUnlock()
 	if ok && now.Sub(c.fetched) < s.opts.TTL {
-		return c.entry, Cached, nil
+		return c.entry, SourceCache, nil
 	}
 	if !ok {
 		if at, known := s.unknown.Get(id); known && now.Sub(at) < s.opts.NegativeTTL {
-			return nil, Cached, ErrUnknown
+			return nil, SourceCache, ErrUnknown
 		}
 		if s.limit != nil && !s.limit.AllowN(now, 1) {
-			return nil, Read, ErrThrottled
+			return nil, SourceFirestore, ErrThrottled
 		}
 	}
 	v, err, _ := s.group.Do(id, func() (any, error) {
@@ -205,11 +206,11 @@ func (s *Store) Lookup(ctx context.Context, id string) (*Entry, Source, error) {
 	if err != nil {
 		// Serve the last good entry while Firestore is unavailable.
 		if ok && c.entry != nil && now.Sub(c.fetched) < s.opts.StaleFor && !errors.Is(err, ErrUnknown) {
-			return c.entry, Stale, nil
+			return c.entry, SourceStale, nil
 		}
-		return nil, Read, err
+		return nil, SourceFirestore, err
 	}
-	return v.(*Entry), Read, nil
+	return v.(*Entry), SourceFirestore, nil
 }
 
 // Source tells where Lookup found an entry.
@@ -217,9 +218,9 @@ type Source string
 
 // Where an entry came from.
 const (
-	Cached Source = "cache"
-	Read   Source = "firestore"
-	Stale  Source = "stale"
+	SourceCache     Source = "cache"
+	SourceFirestore Source = "firestore"
+	SourceStale     Source = "stale"
 )
 
 // load reads one document and caches the result, unknown included.

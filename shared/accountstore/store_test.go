@@ -109,7 +109,7 @@ func TestCacheAndStampede(t *testing.T) {
 	if got := s.Reads(); got != 1 {
 		t.Errorf("50 concurrent lookups made %d reads, want 1", got)
 	}
-	if _, src, _ := s.Lookup(ctx, id); src != Cached {
+	if _, src, _ := s.Lookup(ctx, id); src != SourceCache {
 		t.Errorf("Lookup within TTL came from %s, want the cache", src)
 	}
 	clk.Add(59 * time.Second)
@@ -242,7 +242,7 @@ func TestServesLastGoodWhenFirestoreFails(t *testing.T) {
 	fs.Close() // Firestore is now unreachable for this store
 	clk.Add(2 * time.Minute)
 	e, src, err := s.Lookup(ctx, "a")
-	if err != nil || e.Account.Name != "Acme" || src != Stale {
+	if err != nil || e.Account.Name != "Acme" || src != SourceStale {
 		t.Errorf("Lookup with Firestore down = %v, %s, %v; want the last good Acme, stale", e, src, err)
 	}
 	if _, err := s.Get(ctx, "never-seen"); err == nil || errors.Is(err, ErrUnknown) {

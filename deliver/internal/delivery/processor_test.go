@@ -31,13 +31,13 @@ type fakeAccounts struct {
 
 func (f *fakeAccounts) Lookup(_ context.Context, id string) (*accountstore.Entry, accountstore.Source, error) {
 	if f.err != nil {
-		return nil, accountstore.Read, f.err
+		return nil, accountstore.SourceFirestore, f.err
 	}
 	e, ok := f.entries[id]
 	if !ok {
-		return nil, accountstore.Read, accountstore.ErrUnknown
+		return nil, accountstore.SourceFirestore, accountstore.ErrUnknown
 	}
-	return e, accountstore.Cached, nil
+	return e, accountstore.SourceCache, nil
 }
 
 // fakeCompletions is an in-memory record of completed events.
