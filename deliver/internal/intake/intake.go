@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
 	"github.com/startdeliver/segment-destination/deliver/internal/delivery"
+	"github.com/startdeliver/segment-destination/shared/abbrev"
 )
 
 // processor decides the fate of one message. It is called from many
@@ -196,7 +198,7 @@ func PushHandler(p processor, o PushOptions) http.Handler {
 			// A body that is not a push request will never become one:
 			// answer 400 so that the subscription's dead-letter policy
 			// takes it after its attempts.
-			writeJSON(w, http.StatusBadRequest, "not a Pub/Sub push request: "+err.Error())
+			writeJSON(w, http.StatusBadRequest, "not a Pub/Sub push request: "+describeJSON(err))
 			return
 		}
 		m, err := req.Message.toMessage(req.DeliveryAttempt)
@@ -226,6 +228,24 @@ func answer(w http.ResponseWriter, res delivery.Result) {
 	writeJSON(w, http.StatusServiceUnavailable, "retry: "+res.Class)
 }
 
+// describeJSON says what is wrong with a body that did not decode, with
+// the byte offset where encoding/json gives one, and never the body's bytes
+// (a syntax error's own text quotes the offending character).
+func describeJSON(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Sprintf("malformed JSON at byte %d", syn.Offset)
+	case errors.As(err, &typ):
+		return fmt.Sprintf("field %s is not a %s", abbrev.String(typ.Field, 64), typ.Type)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "body ends early"
+	default:
+		return "malformed JSON"
+	}
+}
+
 func writeJSON(w http.ResponseWriter, status int, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
@@ -249,19 +269,22 @@ func CloudEventFunc(p processor, turnWait time.Duration) func(context.Context, e
 	return func(ctx context.Context, e event.Event) error {
 		ctx, cancel := context.WithTimeout(ctx, turnWait)
 		defer cancel()
+		// Errors name what is wrong, never the caller's bytes: the
+		// CloudEvents SDK's DataAs error quotes the data, and the event id
+		// is the caller's too.
 		var d messagePublishedData
 		if err := e.DataAs(&d); err != nil {
-			return fmt.Errorf("event %s: not a Pub/Sub messagePublished event: %w", e.ID(), err)
+			return errors.New("not a Pub/Sub messagePublished event")
 		}
 		m, err := d.Message.toMessage(0)
 		if err != nil {
-			return fmt.Errorf("event %s: %w", e.ID(), err)
+			return err
 		}
 		if m.ID == "" {
 			m.ID = e.ID()
 		}
 		if res := p.Process(ctx, m); res.Decision != delivery.Ack {
-			return fmt.Errorf("event %s: retry: %s", e.ID(), res.Class)
+			return fmt.Errorf("retry: %s", res.Class)
 		}
 		return nil
 	}
@@ -274,7 +297,8 @@ func CloudEventHandler(fn func(context.Context, event.Event) error) http.Handler
 		r.Body = http.MaxBytesReader(w, r.Body, maxPushBody)
 		e, err := cehttp.NewEventFromHTTPRequest(r)
 		if err != nil {
-			writeJSON(w, http.StatusBadRequest, "not a CloudEvent: "+err.Error())
+			// The SDK's parse errors may quote the request.
+			writeJSON(w, http.StatusBadRequest, "not a CloudEvent")
 			return
 		}
 		if err := fn(r.Context(), *e); err != nil {
