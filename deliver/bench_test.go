@@ -845,7 +845,7 @@ func (c *timedCompletions) Done(ctx context.Context, accountID, messageID string
 	return c.Store.Done(ctx, accountID, messageID)
 }
 
-func (c *timedCompletions) Complete(ctx context.Context, r dedupe.Record) error {
+func (c *timedCompletions) Complete(ctx context.Context, r *dedupe.Record) error {
 	began := time.Now()
 	defer func() { c.completes.Add(1); c.completeNanos.Add(int64(time.Since(began))) }()
 	return c.Store.Complete(ctx, r)

@@ -75,6 +75,9 @@ type config struct {
 	// from its turn to its outcome, in-process retries included. With the
 	// outcome's writes (finishTimeout) it must fit in the shutdown grace.
 	Budget time.Duration
+	// RecordPayloads is RECORD_PAYLOADS (default false): keep each event's
+	// properties and traits in its record, for the event console.
+	RecordPayloads bool
 	// MaxRate is STARTDELIVER_MAX_RATE (default 20): the most requests per
 	// second deliver sends for one account; a 429 lowers it for a while.
 	MaxRate float64
@@ -146,6 +149,9 @@ func loadConfig(getenv func(string) string) (*config, error) {
 		return nil, err
 	}
 	if c.AckDeadline, err = envconfig.Duration(getenv, "ACK_DEADLINE", 60*time.Second); err != nil {
+		return nil, err
+	}
+	if c.RecordPayloads, err = envconfig.Bool(getenv, "RECORD_PAYLOADS", false); err != nil {
 		return nil, err
 	}
 	if v := getenv("STARTDELIVER_MAX_RATE"); v != "" {

@@ -134,7 +134,9 @@ func newService(ctx context.Context, getenv func(string) string) (_ *service, er
 		PerAccount:    cfg.PerAccount,
 		Budget:        cfg.Budget,
 		FinishTimeout: finishTimeout,
-		Logger:        s.log,
+		// The journey kept in each event's record, for the event console.
+		RecordPayloads: cfg.RecordPayloads,
+		Logger:         s.log,
 	})
 	return s, nil
 }

@@ -136,7 +136,7 @@ func doneAsync(ctx context.Context, s *Store, id string) <-chan answer {
 func completeAsync(s *Store, id, outcome string) <-chan error {
 	ch := make(chan error, 1)
 	go func() {
-		ch <- s.Complete(context.Background(), Record{AccountID: "acct", MessageID: id, Outcome: outcome})
+		ch <- s.Complete(context.Background(), &Record{AccountID: "acct", MessageID: id, Status: outcome})
 	}()
 	return ch
 }
@@ -156,7 +156,7 @@ func TestConcurrentCallsShareRoundTrips(t *testing.T) {
 	for i := 0; i < n; i += 2 { // every other event is complete
 		wg.Go(func() {
 			<-start
-			errs[i] = writer.Complete(ctx, Record{AccountID: "acct", MessageID: id(i), Outcome: "delivered"})
+			errs[i] = writer.Complete(ctx, &Record{AccountID: "acct", MessageID: id(i), Status: "delivered"})
 		})
 	}
 	close(start)
@@ -218,7 +218,7 @@ func TestCallsQueuedBehindOneInFlightGoTogether(t *testing.T) {
 		h := newHolder(t, getMethod, first)
 		fs, w := wiredFirestore(t, env, h)
 		col := emulatortest.Name(t, "deliveries")
-		if err := New(fs, Options{Collection: col}).Complete(ctx, Record{AccountID: "acct", MessageID: "m-7", Outcome: "delivered"}); err != nil {
+		if err := New(fs, Options{Collection: col}).Complete(ctx, &Record{AccountID: "acct", MessageID: "m-7", Status: "delivered"}); err != nil {
 			t.Fatal(err)
 		}
 		s := noEscape(New(fs, Options{Collection: col}))
@@ -322,7 +322,7 @@ func TestCancelledWaiterReturnsAtOnce(t *testing.T) {
 	fs, w := wiredFirestore(t, env, h)
 	col := emulatortest.Name(t, "deliveries")
 	for _, id := range []string{"m-1", "m-2", "m-3"} {
-		if err := New(fs, Options{Collection: col}).Complete(ctx, Record{AccountID: "acct", MessageID: id, Outcome: "delivered"}); err != nil {
+		if err := New(fs, Options{Collection: col}).Complete(ctx, &Record{AccountID: "acct", MessageID: id, Status: "delivered"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -399,7 +399,7 @@ func TestLoneCallGoesAtOnce(t *testing.T) {
 		if done, err := s.Done(ctx, "acct", id); err != nil || done {
 			t.Fatalf("Done(%s) = %v, %v; want false, nil", id, done, err)
 		}
-		if err := s.Complete(ctx, Record{AccountID: "acct", MessageID: id, Outcome: "delivered"}); err != nil {
+		if err := s.Complete(ctx, &Record{AccountID: "acct", MessageID: id, Status: "delivered"}); err != nil {
 			t.Fatalf("Complete(%s) = %v", id, err)
 		}
 	}
@@ -416,7 +416,7 @@ func TestOneDocumentTwiceInABatch(t *testing.T) {
 		h := newHolder(t, getMethod, first)
 		fs, _ := wiredFirestore(t, env, h)
 		col := emulatortest.Name(t, "deliveries")
-		if err := New(fs, Options{Collection: col}).Complete(ctx, Record{AccountID: "acct", MessageID: "m-1", Outcome: "delivered"}); err != nil {
+		if err := New(fs, Options{Collection: col}).Complete(ctx, &Record{AccountID: "acct", MessageID: "m-1", Status: "delivered"}); err != nil {
 			t.Fatal(err)
 		}
 		s := noEscape(New(fs, Options{Collection: col}))

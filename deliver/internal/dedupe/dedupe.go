@@ -17,13 +17,15 @@ package dedupe
 import (
 	"container/list"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"sync"
 	"time"
 
 	"cloud.google.com/go/firestore"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/startdeliver/segment-destination/shared/journey"
 )
 
 // Retention is how long a completion is remembered.
@@ -69,8 +71,7 @@ func New(client *firestore.Client, opts Options) *Store {
 // Key is the document id of a completion: it names the account and the
 // messageId without holding either in the clear.
 func Key(accountID, messageID string) string {
-	sum := sha256.Sum256([]byte(accountID + "\x00" + messageID))
-	return hex.EncodeToString(sum[:])
+	return journey.DocumentID(accountID, messageID)
 }
 
 // Reads is how many documents Done has read from Firestore.
@@ -106,45 +107,95 @@ func (s *Store) Done(ctx context.Context, accountID, messageID string) (bool, er
 	}
 }
 
-// Record is what is kept of a completed event.
-type Record struct {
-	AccountID string
-	MessageID string
-	// Outcome is delivered or skipped.
-	Outcome string
-	// Class says why an event was skipped (anonymous, ...); empty otherwise.
-	Class string
-}
+// Record is what is kept of a processed event: its journey
+// (shared/journey), which ingest's event console reads back. A delivered or
+// skipped record makes later copies duplicates; a dead-lettered or retrying
+// one does not (journey.Completed).
+type Record = journey.Record
 
-// Complete records the event as done. It is remembered in process even when
-// the write fails, so this instance never repeats it; the error tells the
-// caller the record may not be durable: its write failed, or ctx ended
-// before the write was confirmed.
+// Complete writes the event's record, its one write when it is finished
+// (delivered or skipped). It is remembered in process even when the write
+// fails, so this instance never repeats it; the error tells the caller the
+// record may not be durable: its write failed, or ctx ended before the write
+// was confirmed. CompletedAt and ExpireAt are set here.
 //
 // The write leaves at once, in a call of its own, not batched with others:
 // between an event's effects in Startdeliver and its record, a crash makes a
 // redelivery repeat them, so that window is kept to one Firestore write.
-func (s *Store) Complete(ctx context.Context, r Record) error {
+func (s *Store) Complete(ctx context.Context, r *Record) error {
 	k := Key(r.AccountID, r.MessageID)
-	s.remember(k)
+	if journey.Completed(r.Status) {
+		s.remember(k)
+	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("record completion %s: %w", r.MessageID, err)
 	}
-	now := s.now()
-	doc := map[string]any{
-		"accountId":   r.AccountID,
-		"messageId":   r.MessageID,
-		"outcome":     r.Outcome,
-		"completedAt": now,
-		"expireAt":    now.Add(Retention),
-	}
-	if r.Class != "" {
-		doc["class"] = r.Class
-	}
+	s.stamp(r)
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	if _, err := s.col.Doc(k).Set(ctx, doc); err != nil {
+	if _, err := s.col.Doc(k).Set(ctx, r); err != nil {
 		return fmt.Errorf("record completion %s: %w", r.MessageID, err)
+	}
+	return nil
+}
+
+func (s *Store) stamp(r *Record) {
+	now := s.now()
+	if r.CompletedAt.IsZero() {
+		r.CompletedAt = now
+	}
+	r.ExpireAt = r.CompletedAt.Add(Retention)
+}
+
+// Failed writes the record of an event that did not complete: dead-lettered
+// or retrying. It never replaces a completed record (another copy of the
+// event may have completed meanwhile, on another instance): it creates the
+// document, and only where one exists already reads it in a transaction and
+// replaces it unless it is completed. It is not remembered in process.
+func (s *Store) Failed(ctx context.Context, r *Record) error {
+	if journey.Completed(r.Status) {
+		return fmt.Errorf("record failure %s: status %q is a completion", r.MessageID, r.Status)
+	}
+	s.stamp(r)
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	ref := s.col.Doc(Key(r.AccountID, r.MessageID))
+	_, err := ref.Create(ctx, r)
+	if status.Code(err) != codes.AlreadyExists {
+		if err != nil {
+			return fmt.Errorf("record failure %s: %w", r.MessageID, err)
+		}
+		return nil
+	}
+	err = s.client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		snap, err := tx.Get(ref)
+		if err != nil {
+			return err
+		}
+		if st, _ := snap.Data()["status"].(string); journey.Completed(st) {
+			return nil
+		}
+		return tx.Set(ref, r)
+	})
+	if err != nil {
+		return fmt.Errorf("record failure %s: %w", r.MessageID, err)
+	}
+	return nil
+}
+
+// Duplicate notes on a completed event's record that another copy came and
+// had no effect: its status becomes duplicate, the journey stays. A record
+// that is gone (expired, or its write failed) is left alone.
+func (s *Store) Duplicate(ctx context.Context, accountID, messageID string) error {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	_, err := s.col.Doc(Key(accountID, messageID)).Update(ctx, []firestore.Update{
+		{Path: "status", Value: journey.StatusDuplicate},
+		{Path: "duplicates", Value: firestore.Increment(1)},
+		{Path: "lastDuplicateAt", Value: s.now()},
+	})
+	if err != nil && status.Code(err) != codes.NotFound {
+		return fmt.Errorf("record duplicate %s: %w", messageID, err)
 	}
 	return nil
 }
@@ -177,10 +228,12 @@ func (s *Store) live(snap *firestore.DocumentSnapshot) bool {
 	if !snap.Exists() {
 		return false
 	}
-	if exp, ok := snap.Data()["expireAt"].(time.Time); ok && exp.Before(s.now()) {
+	data := snap.Data()
+	if exp, ok := data["expireAt"].(time.Time); ok && exp.Before(s.now()) {
 		return false // expired, awaiting the TTL sweep
 	}
-	return true
+	st, _ := data["status"].(string)
+	return journey.Completed(st) // a dead letter's replay must take effect
 }
 
 // byDocument returns the documents of ops, each once, in the order of the

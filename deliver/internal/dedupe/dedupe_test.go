@@ -18,7 +18,7 @@ func TestDoneAfterCompleteAcrossInstances(t *testing.T) {
 	if done, err := a.Done(ctx, "acct", "m-1"); err != nil || done {
 		t.Fatalf("Done before Complete = %v, %v; want false", done, err)
 	}
-	if err := a.Complete(ctx, Record{AccountID: "acct", MessageID: "m-1", Outcome: "delivered"}); err != nil {
+	if err := a.Complete(ctx, &Record{AccountID: "acct", MessageID: "m-1", Status: "delivered"}); err != nil {
 		t.Fatal(err)
 	}
 	reads := a.Reads()
@@ -51,7 +51,7 @@ func TestExpiredCompletionIsNotDone(t *testing.T) {
 	col := emulatortest.Name(t, "deliveries")
 	past := func() time.Time { return time.Now().Add(-9 * 24 * time.Hour) }
 	ctx := context.Background()
-	if err := New(fs, Options{Collection: col, Now: past}).Complete(ctx, Record{AccountID: "a", MessageID: "old", Outcome: "delivered"}); err != nil {
+	if err := New(fs, Options{Collection: col, Now: past}).Complete(ctx, &Record{AccountID: "a", MessageID: "old", Status: "delivered"}); err != nil {
 		t.Fatal(err)
 	}
 	if done, _ := New(fs, Options{Collection: col}).Done(ctx, "a", "old"); done {

@@ -90,7 +90,11 @@ type accounts interface {
 // remembered in process regardless). Safe for concurrent use.
 type completions interface {
 	Done(ctx context.Context, accountID, messageID string) (bool, error)
-	Complete(ctx context.Context, r dedupe.Record) error
+	Complete(ctx context.Context, r *dedupe.Record) error
+	// Failed writes the record of a dead-lettered or retrying event, never
+	// over a completed one; Duplicate notes a copy that had no effect.
+	Failed(ctx context.Context, r *dedupe.Record) error
+	Duplicate(ctx context.Context, accountID, messageID string) error
 }
 
 // claims coordinates creating an entity across instances (identity.Registry).
@@ -131,8 +135,11 @@ type Options struct {
 	Budget time.Duration
 	// FinishTimeout bounds the outcome's writes (default 2s).
 	FinishTimeout time.Duration
-	Logger        *slog.Logger
-	Now           func() time.Time
+	// RecordPayloads keeps each event's properties and traits in its
+	// record, for the event console (RECORD_PAYLOADS; default off).
+	RecordPayloads bool
+	Logger         *slog.Logger
+	Now            func() time.Time
 }
 
 // Processor processes messages. Safe for concurrent use.
@@ -173,7 +180,7 @@ func New(opts Options) *Processor {
 		sched:   newScheduler(opts.PerAccount),
 		apply:   newApplier(opts.Client, opts.Claims, opts.Logger),
 		out: &outcome{completions: opts.Completions, dead: opts.DeadLetters, tracer: tracer, log: opts.Logger,
-			now: opts.Now, timeout: opts.FinishTimeout},
+			now: opts.Now, timeout: opts.FinishTimeout, payloads: opts.RecordPayloads},
 	}
 }
 
@@ -233,7 +240,7 @@ func (p *Processor) Process(ctx context.Context, m Message) (res Result) {
 		}
 	}()
 	if decodeErr != nil {
-		return p.out.failed(ctx, journey{msg: m}, decodeErr)
+		return p.out.failed(ctx, &trip{msg: m}, decodeErr)
 	}
 	return p.deliver(ctx, m, env)
 }
@@ -241,7 +248,7 @@ func (p *Processor) Process(ctx context.Context, m Message) (res Result) {
 // deliver runs the stages after decode.
 func (p *Processor) deliver(ctx context.Context, m Message, env *envelope.Message) Result {
 	ev := env.Event
-	j := journey{msg: m, accountID: env.AccountID, messageID: ev.MessageID, calls: &startdeliver.Calls{}}
+	j := &trip{msg: m, env: env, accountID: env.AccountID, messageID: ev.MessageID, calls: &startdeliver.Calls{}}
 	// guard: the only copy running here, and the account's turn.
 	disown, err := p.copies.own(ctx, env.AccountID, ev.MessageID)
 	if err != nil {
@@ -262,10 +269,10 @@ func (p *Processor) deliver(ctx context.Context, m Message, env *envelope.Messag
 		if err != nil {
 			return p.out.failed(ctx, j, err)
 		}
-		return Result{Decision: Ack, Outcome: OutcomeDuplicate}
+		return p.out.duplicate(ctx, j)
 	}
 	// plan
-	entry, pl, err := p.plan(ctx, env)
+	entry, pl, err := p.plan(ctx, env, j)
 	if err != nil {
 		return p.out.failed(ctx, j, err)
 	}
@@ -275,7 +282,7 @@ func (p *Processor) deliver(ctx context.Context, m Message, env *envelope.Messag
 	}
 	// apply
 	acct := startdeliver.Account{APIKey: env.APIKey, BaseURL: entry.Account.StartdeliverAPIURL}
-	_, _, err = p.apply.apply(startdeliver.WithCalls(ctx, j.calls),
+	j.userID, j.customer, err = p.apply.apply(startdeliver.WithCalls(ctx, j.calls),
 		job{acct: acct, accountID: env.AccountID, turn: t, plan: pl, received: env.ReceivedAt})
 	t.release()
 	// outcome
@@ -300,7 +307,7 @@ func (p *Processor) isDone(ctx context.Context, accountID, messageID string) (bo
 
 // plan loads the account's configuration, merges the event's settings into
 // it, and plans the event.
-func (p *Processor) plan(ctx context.Context, env *envelope.Message) (*accountstore.Entry, *plan.Plan, error) {
+func (p *Processor) plan(ctx context.Context, env *envelope.Message, j *trip) (*accountstore.Entry, *plan.Plan, error) {
 	entry, err := p.config(ctx, env.AccountID)
 	if err != nil {
 		return nil, nil, err
@@ -313,10 +320,12 @@ func (p *Processor) plan(ctx context.Context, env *envelope.Message) (*accountst
 		}
 		settings = settings.With(o)
 	}
+	j.settings = settings
 	pl, err := plan.Decide(env.Event, settings, entry.Compiled)
 	if err != nil {
 		return nil, nil, err // permanent, with its class (plan.Decide)
 	}
+	j.plan = pl
 	trace.SpanFromContext(ctx).SetAttributes(attribute.Int("delivery.dropped_fields", len(pl.Dropped)))
 	for _, d := range pl.Dropped {
 		p.log.InfoContext(ctx, "value left out", "entity", d.Entity, "field", d.Field, "reason", d.Reason,

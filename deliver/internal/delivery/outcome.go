@@ -2,29 +2,37 @@ package delivery
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/startdeliver/segment-destination/deliver/internal/dedupe"
 	"github.com/startdeliver/segment-destination/deliver/internal/identity"
 	"github.com/startdeliver/segment-destination/deliver/internal/retry"
 	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver"
 	"github.com/startdeliver/segment-destination/shared/abbrev"
+	"github.com/startdeliver/segment-destination/shared/account"
 	"github.com/startdeliver/segment-destination/shared/envelope"
 	"github.com/startdeliver/segment-destination/shared/failure"
+	"github.com/startdeliver/segment-destination/shared/journey"
+	"github.com/startdeliver/segment-destination/shared/plan"
+	"github.com/startdeliver/segment-destination/shared/segment"
 )
 
 // outcome writes what a delivery leaves behind, and nothing else does: the
-// completion record of an event that is done (delivered or skipped), and
-// the dead-letter message of one that failed permanently, with its
-// attributes. Both writes run detached from the delivery's context, bounded
-// by FinishTimeout: an event whose effects are done is recorded at once,
-// even when its budget has just run out.
+// event's record (its journey, shared/journey: the completion record of an
+// event that is done, delivered or skipped, and the record of one that was
+// dead-lettered or is being retried after Startdeliver failed), and the
+// dead-letter message of one that failed permanently, with its attributes.
+// The writes run detached from the delivery's context, bounded by
+// FinishTimeout: an event whose effects are done is recorded at once, even
+// when its budget has just run out. A delivered event costs one write, its
+// record, as before journeys were kept: the journey rides in it.
 type outcome struct {
 	completions completions
 	dead        deadLetters
@@ -32,31 +40,131 @@ type outcome struct {
 	log         logger
 	now         func() time.Time
 	timeout     time.Duration
+	// payloads keeps each event's properties and traits in its record
+	// (RECORD_PAYLOADS).
+	payloads bool
 }
 
 // logger is the part of slog.Logger outcome uses.
 type logger interface {
 	ErrorContext(ctx context.Context, msg string, args ...any)
+	WarnContext(ctx context.Context, msg string, args ...any)
 }
 
-// journey is what one delivery did, for its outcome.
-type journey struct {
+// trip is what one delivery did, for its outcome and the event's record.
+// Each stage fills in what it learns.
+type trip struct {
 	msg       Message
+	env       *envelope.Message // nil when the message could not be decoded
 	accountID string
 	messageID string
 	calls     *startdeliver.Calls
+	settings  account.Settings
+	plan      *plan.Plan
+	userID    int64
+	customer  int64
+}
+
+// record is the event's journey as its record keeps it.
+func (o *outcome) record(ctx context.Context, j *trip, status, class, reason string) *journey.Record {
+	ev := j.env.Event
+	r := &journey.Record{
+		AccountID: j.accountID, MessageID: j.messageID, Status: status,
+		Type: string(ev.Type), Name: ev.Event, UserID: ev.UserID, AnonymousID: ev.AnonymousID,
+		Reason: abbrev.String(reason, maxReason), ErrorClass: class,
+		Calls: journeyCalls(j.calls.List()), Dropped: []journey.Dropped{},
+		Attempts: max(j.msg.DeliveryAttempt, 1), ReceivedAt: j.env.ReceivedAt, CompletedAt: o.now(),
+	}
+	if ev.Name != "" {
+		r.Name = ev.Name
+	}
+	if pl := j.plan; pl != nil {
+		if pl.Usage != nil {
+			r.Name = pl.Usage.Name
+		}
+		r.UserMatch, r.CustomerMatch = journey.Matches(ev, j.settings, pl)
+		for _, d := range pl.Dropped {
+			r.Dropped = append(r.Dropped, journey.Dropped{Entity: d.Entity, Field: d.Field, Reason: d.Reason})
+		}
+	}
+	if j.userID != 0 {
+		id := j.userID
+		r.User = &id
+	}
+	if j.customer != 0 {
+		id := j.customer
+		r.Customer = &id
+	}
+	for _, c := range r.Calls {
+		if c.Method == "POST" && c.Status >= 200 && c.Status < 300 {
+			r.UserCreated = r.UserCreated || c.Route == "/user"
+			r.CustomerCreated = r.CustomerCreated || c.Route == "/customer"
+		}
+	}
+	if status == journey.StatusDelivered {
+		at := r.CompletedAt
+		r.DeliveredAt = &at
+	}
+	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
+		r.TraceID = sc.TraceID().String()
+	}
+	if o.payloads {
+		r.Payload = payload(ev)
+	}
+	return r
+}
+
+// maxReason bounds a record's reason: an error message, which never holds
+// the key (the clients scrub it) or a request's bytes beyond an excerpt.
+const maxReason = 1000
+
+// journeyCalls numbers each call's attempt: a call repeated after a failed
+// one of the same route (the client's in-process retries, or a rerun) is
+// its next attempt.
+func journeyCalls(calls []startdeliver.Call) []journey.Call {
+	out := make([]journey.Call, 0, len(calls))
+	failed := map[string]int{}
+	for _, c := range calls {
+		k := c.Method + " " + c.Route
+		out = append(out, journey.Call{Method: c.Method, Route: c.Route, Status: c.Status, Attempt: failed[k] + 1})
+		if c.Status >= 200 && c.Status < 300 {
+			delete(failed, k)
+		} else {
+			failed[k]++
+		}
+	}
+	return out
+}
+
+// payload is the event's properties and traits as JSON.
+func payload(ev *segment.Event) string {
+	p := map[string]any{}
+	for _, k := range []string{"properties", "traits"} {
+		if v, ok := ev.Raw[k]; ok {
+			p[k] = v
+		}
+	}
+	b, err := json.Marshal(p)
+	if err != nil || len(b) > segment.MaxEventBytes {
+		return ""
+	}
+	return string(b)
 }
 
 // done records a finished event (delivered or skipped with class) and
 // returns its ack. A record that cannot be written is logged: the event is
 // remembered in process and its effects are already in Startdeliver, so a
 // nack would only risk repeating them elsewhere.
-func (o *outcome) done(ctx context.Context, j journey, what, class string) Result {
+func (o *outcome) done(ctx context.Context, j *trip, what, class string) Result {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.timeout)
 	defer cancel()
+	reason := ""
+	if j.plan != nil {
+		reason = j.plan.Skip
+	}
+	rec := o.record(ctx, j, what, class, reason)
 	ctx, span := o.tracer.Start(ctx, "record completion")
 	defer span.End()
-	rec := dedupe.Record{AccountID: j.accountID, MessageID: j.messageID, Outcome: what, Class: class}
 	var err error
 	for attempt := 1; ; attempt++ {
 		if err = o.completions.Complete(ctx, rec); err == nil {
@@ -75,11 +183,30 @@ func (o *outcome) done(ctx context.Context, j journey, what, class string) Resul
 	return Result{Decision: Ack, Outcome: what, Class: class}
 }
 
+// duplicate notes on the event's record that this copy had no effect (a
+// write on the duplicate path only), and returns its ack.
+func (o *outcome) duplicate(ctx context.Context, j *trip) Result {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.timeout)
+	defer cancel()
+	if err := o.completions.Duplicate(ctx, j.accountID, j.messageID); err != nil {
+		o.log.WarnContext(ctx, "duplicate not noted on the event's record", "messageId", j.messageID, "account", j.accountID, "error", err)
+	}
+	return Result{Decision: Ack, Outcome: OutcomeDuplicate}
+}
+
 // failed turns an error into a decision: a permanent one is dead-lettered
-// and acked, anything else is nacked.
-func (o *outcome) failed(ctx context.Context, j journey, err error) Result {
+// and acked, anything else is nacked. Either way the event's record says so
+// where that is cheap: a dead letter's always, a retry's when Startdeliver
+// failed (Firestore is up, so the write costs one call and does not wait
+// on an outage).
+func (o *outcome) failed(ctx context.Context, j *trip, err error) Result {
 	class, perm := classify(err)
 	if !perm {
+		if j.env != nil && strings.HasPrefix(class, "startdeliver-") {
+			nctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.timeout)
+			o.note(nctx, j, journey.StatusRetrying, class, err)
+			cancel()
+		}
 		return Result{Decision: Nack, Outcome: OutcomeRetry, Class: class, Err: err}
 	}
 	m := j.msg
@@ -93,19 +220,36 @@ func (o *outcome) failed(ctx context.Context, j journey, err error) Result {
 	if m.ID != "" {
 		attrs[envelope.AttrSourceMessageID] = m.ID
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.timeout)
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.timeout)
 	defer cancel()
-	ctx, span := o.tracer.Start(ctx, "publish segment-events-dead", trace.WithSpanKind(trace.SpanKindProducer),
+	dctx, span := o.tracer.Start(dctx, "publish segment-events-dead", trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(attribute.String("messaging.system", "gcp_pubsub"), attribute.String("delivery.error_class", class)))
-	defer span.End()
-	if derr := o.dead.Publish(ctx, m.Data, attrs, m.OrderingKey); derr != nil {
+	derr := o.dead.Publish(dctx, m.Data, attrs, m.OrderingKey)
+	if derr != nil {
 		span.SetStatus(codes.Error, "dead-letter publish failed")
+	}
+	span.End()
+	if derr != nil {
 		return Result{Decision: Nack, Outcome: OutcomeRetry, Class: class,
 			Err: fmt.Errorf("%w (and dead-lettering failed: %v)", err, derr)}
 	}
-	// A dead-lettered event is not recorded as completed: once its cause is
-	// fixed, the replayed event must take effect.
+	// A dead-lettered event's record does not count as completed: once its
+	// cause is fixed, the replayed event must take effect.
+	if j.env != nil {
+		// Within the same FinishTimeout as the dead letter: the outcome's
+		// writes together stay inside it (the shutdown grace counts on it).
+		o.note(dctx, j, journey.StatusDeadLettered, class, err)
+	}
 	return Result{Decision: Ack, Outcome: OutcomeDeadLettered, Class: class, Err: err}
+}
+
+// note writes the record of an event that did not complete, within ctx's
+// deadline. It is best effort: the dead letter (or the redelivery) is what
+// keeps the event.
+func (o *outcome) note(ctx context.Context, j *trip, status, class string, cause error) {
+	if err := o.completions.Failed(ctx, o.record(ctx, j, status, class, cause.Error())); err != nil {
+		o.log.WarnContext(ctx, "event record not written", "status", status, "messageId", j.messageID, "account", j.accountID, "error", err)
+	}
 }
 
 // classify names an error's class and tells whether it is permanent.

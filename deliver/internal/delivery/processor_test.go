@@ -51,6 +51,10 @@ type fakeCompletions struct {
 	reads      int
 	// onComplete, when set, runs at the start of every Complete.
 	onComplete func(msg string)
+	// records holds every record written (Complete and Failed), by
+	// messageId; duplicates counts Duplicate calls.
+	records    map[string]*dedupe.Record
+	duplicates int
 }
 
 func (f *fakeCompletions) Done(_ context.Context, acct, msg string) (bool, error) {
@@ -64,8 +68,35 @@ func (f *fakeCompletions) Done(_ context.Context, acct, msg string) (bool, error
 	return ok, nil
 }
 
-func (f *fakeCompletions) Complete(_ context.Context, r dedupe.Record) error {
-	acct, msg, outcome := r.AccountID, r.MessageID, r.Outcome
+func (f *fakeCompletions) Failed(_ context.Context, r *dedupe.Record) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.keep(r)
+	return nil
+}
+
+func (f *fakeCompletions) Duplicate(context.Context, string, string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.duplicates++
+	return nil
+}
+
+func (f *fakeCompletions) keep(r *dedupe.Record) {
+	if f.records == nil {
+		f.records = map[string]*dedupe.Record{}
+	}
+	f.records[r.MessageID] = r
+}
+
+func (f *fakeCompletions) record(msg string) *dedupe.Record {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.records[msg]
+}
+
+func (f *fakeCompletions) Complete(_ context.Context, r *dedupe.Record) error {
+	acct, msg, outcome := r.AccountID, r.MessageID, r.Status
 	if f.onComplete != nil {
 		f.onComplete(msg)
 	}
@@ -77,6 +108,7 @@ func (f *fakeCompletions) Complete(_ context.Context, r dedupe.Record) error {
 		return errors.New("firestore: unavailable")
 	}
 	f.done[acct+"/"+msg] = outcome
+	f.keep(r)
 	return nil
 }
 
