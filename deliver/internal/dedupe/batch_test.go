@@ -205,8 +205,8 @@ func TestConcurrentCallsShareRoundTrips(t *testing.T) {
 	d := snap.Data()
 	completed, _ := d["completedAt"].(time.Time)
 	expires, _ := d["expireAt"].(time.Time)
-	if d["accountId"] != "acct" || d["messageId"] != id(42) || d["outcome"] != "delivered" || !expires.Equal(completed.Add(Retention)) {
-		t.Errorf("record of %s = %v, want its account, messageId, outcome, and expireAt = completedAt + %s", id(42), d, Retention)
+	if d["accountId"] != "acct" || d["messageId"] != id(42) || d["status"] != "delivered" || !expires.Equal(completed.Add(Retention)) {
+		t.Errorf("record of %s = %v, want its account, messageId, status, and expireAt = completedAt + %s", id(42), d, Retention)
 	}
 }
 

@@ -1,0 +1,99 @@
+package dedupe
+
+import (
+	"context"
+	"testing"
+
+	"github.com/startdeliver/segment-destination/shared/emulatortest"
+	"github.com/startdeliver/segment-destination/shared/journey"
+)
+
+// TestFailedRecordsDoNotCount: a dead-lettered or retrying event's record
+// is kept for the console but is no completion (its replay must take
+// effect), never replaces a completed record, and is replaced by the
+// completion when the event finally succeeds.
+func TestFailedRecordsDoNotCount(t *testing.T) {
+	env := emulatortest.Require(t)
+	fs := emulatortest.Firestore(t, env)
+	col := emulatortest.Name(t, "deliveries")
+	ctx := context.Background()
+	s := New(fs, Options{Collection: col})
+	reader := journey.NewReader(fs, col)
+	status := func(id string) string {
+		t.Helper()
+		r, err := reader.Get(ctx, "acct", id)
+		if err != nil {
+			t.Fatalf("Get(%s): %v", id, err)
+		}
+		return r.Status
+	}
+
+	if err := s.Failed(ctx, &Record{AccountID: "acct", MessageID: "dl", Status: journey.StatusDeadLettered, ErrorClass: "no-match-value"}); err != nil {
+		t.Fatal(err)
+	}
+	if done, err := New(fs, Options{Collection: col}).Done(ctx, "acct", "dl"); err != nil || done {
+		t.Errorf("Done of a dead-lettered event = %v, %v; want false, so that its replay takes effect", done, err)
+	}
+	if done, _ := s.Done(ctx, "acct", "dl"); done {
+		t.Error("the writing instance remembers a dead letter as done")
+	}
+	// A retry after it replaces it (neither is a completion) ...
+	if err := s.Failed(ctx, &Record{AccountID: "acct", MessageID: "dl", Status: journey.StatusRetrying}); err != nil {
+		t.Fatal(err)
+	}
+	if got := status("dl"); got != journey.StatusRetrying {
+		t.Errorf("status = %s, want retrying", got)
+	}
+	// ... and the replay's completion replaces both.
+	if err := s.Complete(ctx, &Record{AccountID: "acct", MessageID: "dl", Status: journey.StatusDelivered}); err != nil {
+		t.Fatal(err)
+	}
+	// A failure of another copy never undoes a completion.
+	if err := New(fs, Options{Collection: col}).Failed(ctx, &Record{AccountID: "acct", MessageID: "dl", Status: journey.StatusDeadLettered}); err != nil {
+		t.Fatal(err)
+	}
+	if got := status("dl"); got != journey.StatusDelivered {
+		t.Errorf("after a late dead letter status = %s, want delivered", got)
+	}
+	if done, _ := New(fs, Options{Collection: col}).Done(ctx, "acct", "dl"); !done {
+		t.Error("the completed event is not done after a late failure record")
+	}
+	if err := s.Failed(ctx, &Record{AccountID: "acct", MessageID: "x", Status: journey.StatusDelivered}); err == nil {
+		t.Error("Failed took a completion")
+	}
+}
+
+func TestDuplicateNotedOnRecord(t *testing.T) {
+	env := emulatortest.Require(t)
+	fs := emulatortest.Firestore(t, env)
+	col := emulatortest.Name(t, "deliveries")
+	ctx := context.Background()
+	s := New(fs, Options{Collection: col})
+	uid := int64(9)
+	calls := []journey.Call{{Method: "GET", Route: "/user", Status: 200, Attempt: 1}}
+	if err := s.Complete(ctx, &Record{AccountID: "acct", MessageID: "m", Status: journey.StatusDelivered, User: &uid, Calls: calls}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := s.Duplicate(ctx, "acct", "m"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := journey.NewReader(fs, col).Get(ctx, "acct", "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != journey.StatusDuplicate || r.Duplicates != 2 || r.LastDuplicateAt == nil || r.User == nil || *r.User != 9 || len(r.Calls) != 1 {
+		t.Errorf("record after two duplicates = %+v, want status duplicate, 2 duplicates, the journey kept", r)
+	}
+	if done, _ := New(fs, Options{Collection: col}).Done(ctx, "acct", "m"); !done {
+		t.Error("a record marked duplicate no longer counts as done")
+	}
+	// A record that is gone is left alone, without an error.
+	if err := s.Duplicate(ctx, "acct", "never-recorded"); err != nil {
+		t.Errorf("Duplicate of no record: %v", err)
+	}
+	if _, err := fs.Collection(col).Doc(Key("acct", "never-recorded")).Get(ctx); err == nil {
+		t.Error("Duplicate created a record")
+	}
+}
