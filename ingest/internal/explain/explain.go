@@ -137,7 +137,7 @@ func (x *Explainer) Explain(ctx context.Context, in Input) *Result {
 		res.Dropped = pl.Dropped
 	}
 	if pl.Skip != "" {
-		res.Status, res.Reason, res.ErrorClass = WouldSkip, pl.Skip, pl.Skip
+		res.Status, res.Reason, res.ErrorClass = WouldSkip, pl.Skip, pl.SkipClass
 		return res
 	}
 	res.Status = WouldDeliver
