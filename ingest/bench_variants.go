@@ -4,7 +4,8 @@
 // never into the service: scripts/bench.sh uses it to profile ingest under
 // load and to compare publishers in the same run.
 //
-//   - BENCH_PPROF_ADDR: serve net/http/pprof there (127.0.0.1 only).
+//   - BENCH_PPROF_ADDR: serve net/http/pprof there (127.0.0.1 only), and
+//     /debug/publish: the publisher's Publish calls and messages so far.
 //   - BENCH_PUBLISHER=client: publish with the client library's
 //     pubsub.Publisher (default settings; ordering keys as PUBSUB_ORDERING
 //     says) instead of ingest/internal/publish.
@@ -22,6 +23,8 @@ import (
 
 	"cloud.google.com/go/pubsub/v2"
 
+	"github.com/startdeliver/segment-destination/ingest/internal/publish"
+
 	"github.com/startdeliver/segment-destination/shared/envelope"
 )
 
@@ -30,7 +33,18 @@ func init() {
 		if host, _, err := net.SplitHostPort(addr); err != nil || host != "127.0.0.1" {
 			panic("BENCH_PPROF_ADDR must be 127.0.0.1:<port>")
 		}
+		http.HandleFunc("/debug/publish", func(w http.ResponseWriter, _ *http.Request) {
+			if st, ok := benchPublisher.(interface{ Stats() publish.Stats }); ok {
+				s := st.Stats()
+				fmt.Fprintf(w, "calls=%d messages=%d\n", s.Calls, s.Messages)
+			}
+		})
 		go func() { _ = http.ListenAndServe(addr, nil) }()
+	}
+	def := newPublisher
+	newPublisher = func(ps *pubsub.Client, cfg *config) eventPublisher {
+		benchPublisher = def(ps, cfg)
+		return benchPublisher
 	}
 	if os.Getenv("BENCH_PUBLISHER") == "client" {
 		newPublisher = func(ps *pubsub.Client, cfg *config) eventPublisher {
@@ -40,6 +54,9 @@ func init() {
 		}
 	}
 }
+
+// benchPublisher is the publisher ingest runs with, for /debug/publish.
+var benchPublisher eventPublisher
 
 // clientPublisher publishes through the client library's publisher and
 // waits for each result, up to the publish timeout.

@@ -157,6 +157,10 @@ ingest_load() {
       curl -s -o "$state/ingest-$wl.pprof" "http://${pprof[$name]}/debug/pprof/profile?seconds=$((${duration%s} - 2))" &
       prof=$!
     fi
+    # pubstats: "calls messages" of ingest's publisher so far (none for others).
+    pubstats() { curl -s "http://${pprof[$name]}/debug/publish" 2>/dev/null | sed -nE 's/calls=([0-9]+) messages=([0-9]+)/\1 \2/p'; }
+    local ps0 ps1=
+    ps0=$([[ $name == ingest* ]] && pubstats || true)
     s0=$(cpu_ticks "${pid[$name]}")
     e0=$(cpu_ticks "$emu")
     t0=$(date +%s.%N)
@@ -164,6 +168,11 @@ ingest_load() {
     t1=$(date +%s.%N)
     s1=$(cpu_ticks "${pid[$name]}")
     e1=$(cpu_ticks "$emu")
+    [[ -n $ps0 ]] && ps1=$(pubstats)
+    result[$id.mpc]=n/a
+    if [[ -n $ps0 && -n $ps1 ]]; then
+      result[$id.mpc]=$(awk -v a="$ps0" -v b="$ps1" 'BEGIN{ split(a, x, " "); split(b, y, " "); if (y[1] > x[1]) printf "%.1f", (y[2]-x[2])/(y[1]-x[1]); else print "n/a" }')
+    fi
     if [[ -n $prof ]]; then
       wait "$prof" || true
       go tool pprof -top -nodecount=40 "$state/ingest" "$state/ingest-$wl.pprof" >"$state/ingest-$wl.top" 2>/dev/null || true
@@ -181,7 +190,7 @@ ingest_load() {
     secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')
     result[$id.cpu]=$(awk -v t=$((s1 - s0)) -v hz="$hz" -v e="${result[$id]}" -v d="$secs" 'BEGIN{ if (e>0) printf "%.0f", t*1e6/hz/(e*d); else print "n/a" }')
     result[$id.emu]=$(awk -v t=$((e1 - e0)) -v hz="$hz" -v e="${result[$id]}" -v d="$secs" -v known="$emu" 'BEGIN{ if (e>0 && known!="") printf "%.0f", t*1e6/hz/(e*d); else print "n/a" }')
-    echo "bench: round $6 $name $wl: ${result[$id]} events/s, p50 ${result[$id.p50]} ms, p99 ${result[$id.p99]} ms, CPU/event server ${result[$id.cpu]} µs emulator ${result[$id.emu]} µs, errors ${result[$id.err]}" >&2
+    echo "bench: round $6 $name $wl: ${result[$id]} events/s, p50 ${result[$id.p50]} ms, p99 ${result[$id.p99]} ms, CPU/event server ${result[$id.cpu]} µs emulator ${result[$id.emu]} µs, messages/call ${result[$id.mpc]}, errors ${result[$id.err]}" >&2
   }
 
   local uptime_before uptime_after r w wname wpath wbatch wconns
@@ -241,7 +250,7 @@ ingest_load() {
     echo
     echo "~1 KB track events (\`scripts/bench/track.json\`), userId varied per event (5,000 people per wrk thread); wrk -t2, $duration per row after a $warmup warm-up of the same server and workload, $rounds rounds (values \"round 1 / round 2\"). Every server publishes to its own topic on the same fresh emulator."
     echo "ingest does its real work: Basic auth (cached account), decoding, validation, envelope, spans and metrics (SDKs on, export off), publish and wait for the confirmation."
-    echo "CPU/event: CPU time the server process, and the emulator, spent per event during the row."
+    echo "CPU/event: CPU time the server process, and the emulator, spent per event during the row. Messages/Publish call: ingest's own publisher's count (B's library publisher bundles for 10 ms, up to 100 messages)."
     echo
     echo "Servers:"
     echo
@@ -260,14 +269,14 @@ ingest_load() {
     fi
     echo "### All rows"
     echo
-    echo "| workload | server | events/s | ÷ B | p50 ms | p99 ms | server CPU/event µs | ÷ B's | emulator CPU/event µs | ÷ B's | errors |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|"
+    echo "| workload | server | events/s | ÷ B | p50 ms | p99 ms | server CPU/event µs | ÷ B's | emulator CPU/event µs | ÷ B's | messages/Publish call | errors |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
     for w in "${workloads[@]}"; do
       IFS=: read -r wname _ _ _ <<<"$w"
       for name in "${servers[@]}"; do
         local i="$name.$wname.@" b="B.$wname.@" label=$name
         [[ $name == ingest ]] && label="**ingest**"
-        echo "| $wname | $label | $(each "$i") | $(each_ratio "$i" "$b") | $(each "$i.p50") | $(each "$i.p99") | $(each "$i.cpu") | $(each_ratio "$i.cpu" "$b.cpu") | $(each "$i.emu") | $(each_ratio "$i.emu" "$b.emu") | $(each "$i.err") |"
+        echo "| $wname | $label | $(each "$i") | $(each_ratio "$i" "$b") | $(each "$i.p50") | $(each "$i.p99") | $(each "$i.cpu") | $(each_ratio "$i.cpu" "$b.cpu") | $(each "$i.emu") | $(each_ratio "$i.emu" "$b.emu") | $(each "$i.mpc") | $(each "$i.err") |"
       done
     done
     echo

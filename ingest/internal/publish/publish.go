@@ -106,6 +106,21 @@ type Publisher struct {
 	stopped  bool
 	idle     *sync.Cond // signalled when a request ends
 	enqueued int        // messages ever queued (for tests)
+	calls    int        // Publish calls started
+	sent     int        // messages in them
+}
+
+// Stats are counts since the publisher started.
+type Stats struct {
+	Calls    int // Publish calls started
+	Messages int // messages in those calls
+}
+
+// Stats returns the publisher's counts.
+func (p *Publisher) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return Stats{Calls: p.calls, Messages: p.sent}
 }
 
 // New returns a publisher for topic (a short name or a full resource name)
@@ -294,6 +309,8 @@ func (p *Publisher) dispatchLocked(escape bool) {
 			escape = false
 		}
 		p.inFlight++
+		p.calls++
+		p.sent += len(batch)
 		go p.send(batch, keys, partial)
 	}
 }
