@@ -58,6 +58,12 @@ variable "ingest_memory" {
   default     = "512Mi"
 }
 
+variable "ingest_go_memory_limit" {
+  description = "GOMEMLIMIT of ingest (Go's syntax, e.g. 384MiB): about three quarters of ingest_memory, so that GOGC=400 never grows the heap past the instance."
+  type        = string
+  default     = "384MiB"
+}
+
 # --- deliver sizing and mode -----------------------------------------------
 
 variable "deliver_mode" {
