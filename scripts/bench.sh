@@ -104,7 +104,7 @@ ingest_load() {
   local name n=0 p
   for name in "${servers[@]}"; do
     [[ -n ${server_doc[$name]:-} ]] || { echo "bench: unknown server $name (know: ${!server_doc[*]})" >&2; return 1; }
-    p=$((8180 + n))
+    p=$((8170 + n))
     n=$((n + 1))
     pprof[$name]=127.0.0.1:$((8280 + n))
     case $name in
@@ -247,7 +247,7 @@ ingest_load() {
     echo
     echo "Measured by \`scripts/bench.sh ingest\` (part of \`make bench\`) on $(date -u '+%Y-%m-%d %H:%M UTC'), $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB."
     echo "**The load generator (wrk, 2 threads), the server under test and $emu_kind share these $(nproc) cores**;"
-    echo "the ratios, measured in the same run, are what to compare. \`uptime\` before and after the runs:"
+    echo "the ratios, measured in the same run, are what to compare. ${BENCH_MACHINE_NOTE:-}\`uptime\` before and after the runs:"
     echo
     echo "    $uptime_before"
     echo "    $uptime_after"
