@@ -11,10 +11,8 @@
 package journey
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"sync"
 	"time"
 )
 
@@ -126,65 +124,4 @@ type Record struct {
 	Payload string `firestore:"payload,omitempty" json:"-"`
 	// ExpireAt is when the TTL policy deletes the record.
 	ExpireAt time.Time `firestore:"expireAt" json:"-"`
-}
-
-// Recorder collects the Startdeliver calls of one event. The Startdeliver
-// client finds it in the request's context (FromContext). A nil *Recorder
-// records nothing, so callers need not check. Safe for concurrent use.
-type Recorder struct {
-	mu      sync.Mutex
-	attempt int
-	calls   []Call
-}
-
-// NewRecorder returns a Recorder at attempt 1.
-func NewRecorder() *Recorder { return &Recorder{attempt: 1} }
-
-// SetAttempt sets the attempt that later calls belong to.
-func (r *Recorder) SetAttempt(n int) {
-	if r == nil {
-		return
-	}
-	r.mu.Lock()
-	r.attempt = n
-	r.mu.Unlock()
-}
-
-// maxCalls bounds the calls kept per event, so that a record stays small
-// whatever a retry storm does.
-const maxCalls = 50
-
-// Add records one call.
-func (r *Recorder) Add(method, route string, status int) {
-	if r == nil {
-		return
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.calls) < maxCalls {
-		r.calls = append(r.calls, Call{Method: method, Route: route, Status: status, Attempt: r.attempt})
-	}
-}
-
-// Calls returns a copy of the calls recorded so far.
-func (r *Recorder) Calls() []Call {
-	if r == nil {
-		return nil
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]Call(nil), r.calls...)
-}
-
-type recorderKey struct{}
-
-// WithRecorder returns ctx carrying r.
-func WithRecorder(ctx context.Context, r *Recorder) context.Context {
-	return context.WithValue(ctx, recorderKey{}, r)
-}
-
-// FromContext returns the Recorder of ctx, or nil.
-func FromContext(ctx context.Context) *Recorder {
-	r, _ := ctx.Value(recorderKey{}).(*Recorder)
-	return r
 }

@@ -90,20 +90,3 @@ func TestCompleted(t *testing.T) {
 		}
 	}
 }
-
-func TestRecorder(t *testing.T) {
-	var nilRec *Recorder
-	nilRec.Add("GET", "/user", 200) // no panic
-	r := NewRecorder()
-	ctx := WithRecorder(context.Background(), r)
-	FromContext(ctx).Add("GET", "/user", 200)
-	r.SetAttempt(2)
-	FromContext(ctx).Add("POST", "/usage", 0)
-	want := []Call{{"GET", "/user", 200, 1}, {"POST", "/usage", 0, 2}}
-	if got := r.Calls(); len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
-		t.Errorf("Calls() = %+v, want %+v", got, want)
-	}
-	if FromContext(context.Background()) != nil {
-		t.Error("FromContext of a bare context is not nil")
-	}
-}
