@@ -70,7 +70,7 @@ ingest_load() {
   fi
   go build -tags bench -o "$state/ingest" ./ingest
   go build -o "$state/accounts" ./ingest/cmd/accounts
-  (cd scripts/bench/baseline && GOWORK=off go build -o "$state/benchbaseline" .)
+  (cd scripts/bench/baseline && GOWORK=off go build -o "$root/$state/benchbaseline" .)
 
   local run_id key auth collection
   run_id=$(date +%s)
