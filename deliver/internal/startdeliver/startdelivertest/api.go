@@ -65,12 +65,14 @@ func (s *Server) serveAPI(rw http.ResponseWriter, r *http.Request) {
 
 	s.mu.Lock()
 	s.counters[route]++
+	s.inFlight++
 	latency := s.latency
 	fault, faulted := s.faults.pickLocked(route)
 	s.mu.Unlock()
 	defer func() {
 		req.Status, req.Fault = w.status, faulted
 		s.mu.Lock()
+		s.inFlight--
 		s.requests = append(s.requests, req)
 		if len(s.requests) > maxRequestLog {
 			s.requests = s.requests[len(s.requests)-maxRequestLog:]

@@ -95,6 +95,8 @@ type Server struct {
 	latency  time.Duration
 	faults   faultPlan
 	counters map[string]int
+	// inFlight counts API requests whose handler has not returned.
+	inFlight int
 	requests []Request
 	closing  chan struct{}
 	closed   bool
@@ -214,6 +216,15 @@ func (s *Server) SetLatency(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.latency = d
+}
+
+// InFlight returns how many API requests are being answered now: a test
+// that kills a client waits for it to reach 0 before counting what the
+// client's last requests left behind.
+func (s *Server) InFlight() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inFlight
 }
 
 // Calls returns how many requests reached route ("GET /user",
