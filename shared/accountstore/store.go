@@ -289,7 +289,12 @@ func (s *Store) Put(ctx context.Context, id string, a *account.Account) error {
 	if _, err := account.Compile(a); err != nil {
 		return fmt.Errorf("account %s: %w", abbrev.ID(id), err)
 	}
-	if _, err := s.fs.Collection(s.col).Doc(id).Set(ctx, a.Map()); err != nil {
+	doc := s.fs.Collection(s.col).Doc(id)
+	err := retryIdempotent(ctx, func() error {
+		_, err := doc.Set(ctx, a.Map())
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("write account %s: %w", abbrev.ID(id), err)
 	}
 	s.Forget(id)
@@ -299,11 +304,55 @@ func (s *Store) Put(ctx context.Context, id string, a *account.Account) error {
 // Delete removes the account with id. Deleting an unknown id is not an
 // error.
 func (s *Store) Delete(ctx context.Context, id string) error {
-	if _, err := s.fs.Collection(s.col).Doc(id).Delete(ctx); err != nil {
+	doc := s.fs.Collection(s.col).Doc(id)
+	err := retryIdempotent(ctx, func() error {
+		_, err := doc.Delete(ctx)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("delete account %s: %w", abbrev.ID(id), err)
 	}
 	s.Forget(id)
 	return nil
+}
+
+// writeAttempts is how many times Put and Delete try their one write.
+const writeAttempts = 3
+
+// retryIdempotent runs write, an idempotent whole-document write, again
+// when it failed in a way that says nothing of the document: the server
+// ended the call (Canceled or DeadlineExceeded while ctx itself still
+// runs), Aborted, or Unavailable after the client library's own retries.
+// Firestore's client retries a Commit only on Unavailable and
+// ResourceExhausted, yet a set or delete of a whole document has the same
+// effect however many times it lands. Anything else, and ctx's own end,
+// returns at once.
+func retryIdempotent(ctx context.Context, write func() error) error {
+	var err error
+	for attempt := 1; ; attempt++ {
+		if err = write(); err == nil || attempt == writeAttempts || !transientWrite(ctx, err) {
+			return err
+		}
+		t := time.NewTimer(time.Duration(attempt) * 50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
+}
+
+// transientWrite reports whether a failed write may pass if tried again.
+func transientWrite(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	switch status.Code(err) {
+	case codes.Canceled, codes.DeadlineExceeded, codes.Aborted, codes.Unavailable:
+		return true
+	}
+	return false
 }
 
 // Read reads one account from Firestore, bypassing the cache.
