@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/startdeliver/segment-destination/shared/failure"
 )
 
@@ -76,12 +78,29 @@ func TestFind(t *testing.T) {
 }
 
 func TestDiff(t *testing.T) {
-	found := map[string]any{"name": "Ada", "score": json.Number("5"), "customer": map[string]any{"id": json.Number("9")}}
-	got := Diff(found, map[string]any{"name": "Ada", "score": 5.0, "customer": int64(9), "plan": "gold"})
-	if len(got) != 1 || got["plan"] != "gold" {
-		t.Errorf("Diff = %v, want only plan", got)
+	found := map[string]any{
+		"id": json.Number("1"), "name": "Ada", "score": json.Number("5"), "ratio": json.Number("0.5"),
+		"active": true, "customer": map[string]any{"id": json.Number("9"), "name": "Acme"}, "tags": []any{"a"},
 	}
-	if got := Diff(found, map[string]any{"name": "Ada"}); got != nil {
-		t.Errorf("Diff of nothing changed = %v, want nil", got)
+	tests := []struct {
+		name    string
+		desired map[string]any
+		want    map[string]any
+	}{
+		{"nothing desired", nil, nil},
+		{"same values", map[string]any{"name": "Ada", "score": 5, "ratio": 0.5, "active": true, "tags": []string{"a"}}, nil},
+		{"float equal to int", map[string]any{"score": 5.0}, nil},
+		{"expanded reference equals id", map[string]any{"customer": int64(9)}, nil},
+		{"changed and new", map[string]any{"name": "Ada L", "score": 5, "plan": "pro"}, map[string]any{"name": "Ada L", "plan": "pro"}},
+		{"type change is a change", map[string]any{"score": "5"}, map[string]any{"score": "5"}},
+		{"other customer", map[string]any{"customer": int64(10)}, map[string]any{"customer": int64(10)}},
+		{"null clears", map[string]any{"name": nil}, map[string]any{"name": nil}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Diff(found, tt.desired); !cmp.Equal(got, tt.want) {
+				t.Errorf("Diff(%v) = %v, want %v", tt.desired, got, tt.want)
+			}
+		})
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/startdeliver/segment-destination/deliver/internal/identity"
 	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver"
+	"github.com/startdeliver/segment-destination/shared/lookup"
 	"github.com/startdeliver/segment-destination/shared/plan"
 )
 
@@ -20,12 +21,13 @@ const ClassMalformed = startdeliver.ClassMalformed
 // applier carries a plan out in Startdeliver: the customer first (so that
 // the user can link to it), then the user, then the usage record. It finds
 // before it creates, creates a new person once across concurrent events
-// (in process) and instances (claims), and keeps the lookup cache right
-// (what it creates it remembers; an id Startdeliver no longer knows it
-// forgets). Safe for concurrent use.
+// (in process) and instances (claims), and owns the id cache: what it finds
+// or creates it remembers, an id Startdeliver answers 404 for it forgets.
+// The client it calls is HTTP calls only. Safe for concurrent use.
 type applier struct {
 	client *startdeliver.Client
 	claims claims
+	ids    *ids
 	log    *slog.Logger
 
 	mu       sync.Mutex
@@ -40,8 +42,8 @@ type creation struct {
 	err  error
 }
 
-func newApplier(c *startdeliver.Client, cl claims, log *slog.Logger) *applier {
-	return &applier{client: c, claims: cl, log: log, creating: map[string]*creation{}}
+func newApplier(c *startdeliver.Client, cl claims, cache CacheConfig, log *slog.Logger) *applier {
+	return &applier{client: c, claims: cl, ids: newIDs(cache), log: log, creating: map[string]*creation{}}
 }
 
 // job is one plan to apply: the account, its turn (given back while the
@@ -85,7 +87,7 @@ func (a *applier) apply(ctx context.Context, j job) (userID, customerID int64, e
 	if errors.Is(err, startdeliver.ErrNotFound) {
 		// The cached user is gone from Startdeliver: forget it, resolve the
 		// user again (creating it if need be), and record once more.
-		a.client.ForgetID(j.acct, startdeliver.KindUser, userID)
+		a.ids.forgetID(idPrefix(j.accountID, j.acct.BaseURL, startdeliver.KindUser), userID)
 		if u.User, err = a.upsert(ctx, j, startdeliver.KindUser, pl.User, nil); err != nil {
 			return 0, customerID, fmt.Errorf("user: %w", err)
 		}
@@ -102,10 +104,18 @@ func (a *applier) apply(ctx context.Context, j job) (userID, customerID int64, e
 // fields to set on top of the plan's (the user's link to its customer).
 func (a *applier) upsert(ctx context.Context, j job, kind startdeliver.Kind, e *plan.Upsert, extra startdeliver.Fields) (int64, error) {
 	m := startdeliver.Match{Field: e.Match.Field, Value: e.Match.Value}
+	key := idKey(j.accountID, j.acct.BaseURL, kind, m)
 	update := merge(startdeliver.Fields(e.Update), extra)
 	if len(update) == 0 {
-		// Nothing to change: the cached lookup is all that is needed.
-		id, err := a.client.LookupID(ctx, j.acct, kind, m)
+		// Nothing to change: the cached id is all that is needed.
+		id, err := a.ids.lookup(ctx, key, func(ctx context.Context) (int64, error) {
+			found, err := a.client.Find(ctx, j.acct, kind, m)
+			if err != nil {
+				return 0, err
+			}
+			id, _ := found.ID() // Find answers only entities with an id
+			return id, nil
+		})
 		if !errors.Is(err, startdeliver.ErrNotFound) {
 			return id, err
 		}
@@ -113,17 +123,20 @@ func (a *applier) upsert(ctx context.Context, j job, kind startdeliver.Kind, e *
 		found, err := a.client.Find(ctx, j.acct, kind, m)
 		if err == nil {
 			id, _ := found.ID() // Find answers only entities with an id
-			if _, _, err := a.client.UpdateChanged(ctx, j.acct, kind, found, update); err != nil {
-				return 0, err
+			// Only what changed is sent (lookup.Diff, the rule explain predicts with).
+			if changed := lookup.Diff(found, update); len(changed) > 0 {
+				if _, err := a.client.Update(ctx, j.acct, kind, id, changed); err != nil {
+					return 0, err
+				}
 			}
-			a.client.Put(j.acct, kind, m, id)
+			a.ids.put(key, id)
 			return id, nil
 		}
 		if !errors.Is(err, startdeliver.ErrNotFound) {
 			return 0, err
 		}
 	}
-	id, mine, err := a.create(ctx, j, kind, m, merge(startdeliver.Fields(e.Create), extra))
+	id, mine, err := a.create(ctx, j, kind, key, m, merge(startdeliver.Fields(e.Create), extra))
 	if err != nil {
 		return 0, err
 	}
@@ -140,7 +153,7 @@ func (a *applier) upsert(ctx context.Context, j job, kind startdeliver.Kind, e *
 // it creates it and the others wait for its result without holding a slot;
 // across instances a claim does the same. mine reports whether this event's
 // fields made it.
-func (a *applier) create(ctx context.Context, j job, kind startdeliver.Kind, m startdeliver.Match, fields startdeliver.Fields) (id int64, mine bool, err error) {
+func (a *applier) create(ctx context.Context, j job, kind startdeliver.Kind, idKey string, m startdeliver.Match, fields startdeliver.Fields) (id int64, mine bool, err error) {
 	key := identity.Key(j.accountID, string(kind), m.Field, m.Value)
 	a.mu.Lock()
 	c, waiting := a.creating[key]
@@ -162,6 +175,9 @@ func (a *applier) create(ctx context.Context, j job, kind startdeliver.Kind, m s
 		return c.id, false, c.err
 	}
 	c.id, mine, c.err = a.createOnce(ctx, j, key, kind, m, fields)
+	if c.err == nil {
+		a.ids.put(idKey, c.id)
+	}
 	a.mu.Lock()
 	delete(a.creating, key)
 	a.mu.Unlock()
@@ -182,16 +198,13 @@ func (a *applier) createOnce(ctx context.Context, j job, key string, kind startd
 	}
 	if cl.ID != 0 {
 		// Another instance created it moments ago.
-		a.client.Put(j.acct, kind, m, cl.ID)
 		return cl.ID, false, nil
 	}
 	if cl.TakenOver {
 		// Its previous creator vanished, perhaps after creating it.
-		a.client.Forget(j.acct, kind, m)
 		if found, err := a.client.Find(ctx, j.acct, kind, m); err == nil {
 			id, _ := found.ID()
 			_ = a.claims.Created(ctx, cl, id)
-			a.client.Put(j.acct, kind, m, id)
 			return id, false, nil
 		}
 	}
@@ -201,7 +214,6 @@ func (a *applier) createOnce(ctx context.Context, j job, key string, kind startd
 		return 0, false, err
 	}
 	id, _ := created.ID() // Create answers only entities with an id
-	a.client.Put(j.acct, kind, m, id)
 	if err := a.claims.Created(context.WithoutCancel(ctx), cl, id); err != nil {
 		a.log.WarnContext(ctx, "identity claim not updated; others wait for it to go stale", "error", err)
 	}

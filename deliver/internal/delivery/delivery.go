@@ -135,6 +135,9 @@ type Options struct {
 	Budget time.Duration
 	// FinishTimeout bounds the outcome's writes (default 2s).
 	FinishTimeout time.Duration
+	// Cache bounds the id cache of users and customers (default: 10,000
+	// entries for 10 minutes).
+	Cache CacheConfig
 	// RecordPayloads keeps each event's properties and traits in its
 	// record, for the event console (RECORD_PAYLOADS; default off).
 	RecordPayloads bool
@@ -178,7 +181,7 @@ func New(opts Options) *Processor {
 		tracer:  tracer,
 		metrics: newMetrics(otel.Meter("github.com/startdeliver/segment-destination/deliver/delivery")),
 		sched:   newScheduler(opts.PerAccount),
-		apply:   newApplier(opts.Client, opts.Claims, opts.Logger),
+		apply:   newApplier(opts.Client, opts.Claims, opts.Cache, opts.Logger),
 		out: &outcome{completions: opts.Completions, dead: opts.DeadLetters, tracer: tracer, log: opts.Logger,
 			now: opts.Now, timeout: opts.FinishTimeout, payloads: opts.RecordPayloads},
 	}

@@ -57,13 +57,3 @@ func (c *copies) own(ctx context.Context, accountID, messageID string) (func(), 
 		}
 	}
 }
-
-// waiting tells how many copies wait for the event (tests).
-func (c *copies) waiting(accountID, messageID string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if cur, ok := c.running[accountID+"/"+messageID]; ok {
-		return cur.waiters
-	}
-	return 0
-}

@@ -168,14 +168,3 @@ func (t *turn) release() {
 	t.s.unref(t.account, l)
 	t.account = ""
 }
-
-// running and queued tell how many of account's events hold a slot and
-// wait for one (tests and metrics).
-func (s *scheduler) load(account string) (running, queued int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if l := s.accounts[account]; l != nil {
-		return l.running, len(l.resumed) + len(l.waiting)
-	}
-	return 0, 0
-}

@@ -3,10 +3,12 @@
 // docs/api.md §7.
 //
 // One Client serves every account; credentials travel with each call as an
-// Account. The client retries retryable failures a few times in process
-// (seconds at most: longer waits are Pub/Sub's job), slows each account down
-// when Startdeliver answers 429, and caches lookups so that a known user
-// costs one API call per event. A Client is safe for concurrent use.
+// Account. The client is HTTP calls, their errors and a per-account rate
+// limiter: it retries retryable failures a few times in process (within the
+// delivery's budget: longer waits are Pub/Sub's job) and slows each account
+// down when Startdeliver answers 429. It remembers nothing about entities:
+// the id cache belongs to the caller that knows when an id is right
+// (delivery's applier). A Client is safe for concurrent use.
 package startdeliver
 
 import (
@@ -29,7 +31,6 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/startdeliver/segment-destination/deliver/internal/retry"
 	"github.com/startdeliver/segment-destination/shared/failure"
@@ -110,14 +111,9 @@ type Options struct {
 	Retry Retry
 	// RateLimit configures the per-account limiter.
 	RateLimit RateLimit
-	// Cache configures the lookup cache.
-	Cache CacheConfig
 	// MaxURLLength is the longest find URL sent as GET; longer ones go as
 	// POST with X-HTTP-Method-Override: GET (default 7,500).
 	MaxURLLength int
-	// SharedCallTimeout bounds a lookup or create shared by concurrent
-	// callers, which runs detached from any one caller's cancellation (default 30s).
-	SharedCallTimeout time.Duration
 	// UserAgent is sent with every request (default "startdeliver-segment-destination").
 	UserAgent string
 	// Logger receives debug lines about retries and throttling (default: discard).
@@ -136,10 +132,7 @@ type Client struct {
 	http      *http.Client
 	retry     Retry
 	limiters  *limiters
-	cache     *idCache
-	group     singleflight.Group
 	maxURL    int
-	sharedTO  time.Duration
 	userAgent string
 	log       *slog.Logger
 	checkURL  func(string) error
@@ -167,7 +160,6 @@ func New(opts Options) *Client {
 		retry:     opts.Retry.withDefaults(),
 		limiters:  newLimiters(opts.RateLimit),
 		maxURL:    opts.MaxURLLength,
-		sharedTO:  opts.SharedCallTimeout,
 		userAgent: opts.UserAgent,
 		log:       opts.Logger,
 		checkURL:  opts.CheckBaseURL,
@@ -189,16 +181,12 @@ func New(opts Options) *Client {
 	if c.maxURL <= 0 {
 		c.maxURL = 7500
 	}
-	if c.sharedTO <= 0 {
-		c.sharedTO = 30 * time.Second
-	}
 	if c.userAgent == "" {
 		c.userAgent = "startdeliver-segment-destination"
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
-	c.cache = newIDCache(opts.Cache)
 	return c
 }
 
@@ -466,7 +454,7 @@ func stripURL(err error, key string) error {
 }
 
 // Find returns the first entity of kind whose field m.Field equals m.Value,
-// or ErrNotFound. It always calls Startdeliver (LookupID is the cached form).
+// or ErrNotFound.
 func (c *Client) Find(ctx context.Context, acct Account, kind Kind, m Match) (Entity, error) {
 	if !kind.valid() {
 		return nil, fmt.Errorf("startdeliver: find: unknown kind %q", kind)
@@ -519,9 +507,8 @@ func (c *Client) Create(ctx context.Context, acct Account, kind Kind, f Fields) 
 	return e, nil
 }
 
-// Update PATCHes the given fields (send only what changed: see Diff and
-// UpdateChanged) on the entity with id and returns the entity. A 404 is
-// ErrNotFound.
+// Update PATCHes the given fields (send only what changed: lookup.Diff) on
+// the entity with id and returns the entity. A 404 is ErrNotFound.
 func (c *Client) Update(ctx context.Context, acct Account, kind Kind, id int64, f Fields) (Entity, error) {
 	if !kind.valid() {
 		return nil, fmt.Errorf("startdeliver: update: unknown kind %q", kind)
@@ -534,28 +521,9 @@ func (c *Client) Update(ctx context.Context, acct Account, kind Kind, id int64, 
 	return e, nil
 }
 
-// UpdateChanged PATCHes only the desired fields that differ from found
-// (Diff) and reports whether it called Startdeliver; when nothing differs it
-// returns found unchanged without a call.
-func (c *Client) UpdateChanged(ctx context.Context, acct Account, kind Kind, found Entity, desired Fields) (Entity, bool, error) {
-	changed := Diff(found, desired)
-	if len(changed) == 0 {
-		return found, false, nil
-	}
-	id, ok := found.ID()
-	if !ok {
-		return nil, false, fmt.Errorf("startdeliver: update %s: found entity has no id", kind)
-	}
-	e, err := c.Update(ctx, acct, kind, id, changed)
-	if err != nil {
-		return nil, false, err
-	}
-	return e, true, nil
-}
-
 // RecordUsage creates one usage record and returns Startdeliver's answer.
-// A 404 (unknown user or customer id) is ErrNotFound: Forget the cached ids
-// and look them up again.
+// A 404 (unknown user or customer id) is ErrNotFound: the caller's cached
+// ids are stale.
 func (c *Client) RecordUsage(ctx context.Context, acct Account, u Usage) (Entity, error) {
 	if err := u.validate(); err != nil {
 		return nil, failure.Permanent(ClassRefused, fmt.Errorf("startdeliver: %w", err))

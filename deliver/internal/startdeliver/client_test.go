@@ -96,20 +96,14 @@ func TestEntityCalls(t *testing.T) {
 	if err != nil || updated["name"] != "Ada" || updated["email"] != "ada@example.com" {
 		t.Fatalf("Update = %v, %v, want name Ada merged with email", updated, err)
 	}
-
-	// UpdateChanged sends only the changed field, and nothing when nothing changed.
 	srv.ResetCounters()
-	_, changed, err := c.UpdateChanged(ctx, acct, startdeliver.KindUser, updated, startdeliver.Fields{"name": "Ada", "customer": custID})
-	if err != nil || changed {
-		t.Fatalf("UpdateChanged(same values) = changed %v, %v; want no call", changed, err)
-	}
-	_, changed, err = c.UpdateChanged(ctx, acct, startdeliver.KindUser, updated, startdeliver.Fields{"name": "Ada L", "customer": custID})
-	if err != nil || !changed {
-		t.Fatalf("UpdateChanged(new name) = changed %v, %v; want a call", changed, err)
+	if _, err := c.Update(ctx, acct, startdeliver.KindUser, userID, startdeliver.Fields{"name": "Ada L"}); err != nil {
+		t.Fatalf("Update(name Ada L) error = %v", err)
 	}
 	if n := srv.Calls("PATCH /user/{id}"); n != 1 {
 		t.Errorf("PATCH calls = %d, want 1", n)
 	}
+
 	if _, err := c.Update(ctx, acct, startdeliver.KindUser, 999999, startdeliver.Fields{"name": "x"}); !errors.Is(err, startdeliver.ErrNotFound) {
 		t.Errorf("Update(unknown id) error = %v, want ErrNotFound", err)
 	}
@@ -407,13 +401,13 @@ func TestContextCancellation(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		errc := make(chan error, 1)
 		go func() {
-			_, err := c.LookupID(ctx, acct, startdeliver.KindUser, startdeliver.Match{Field: "email", Value: "a@b"})
+			_, err := c.Find(ctx, acct, startdeliver.KindUser, startdeliver.Match{Field: "email", Value: "a@b"})
 			errc <- err
 		}()
 		waitFor(t, func() bool { return srv.Calls("GET /user") > 0 })
 		cancel()
 		if err := <-errc; !errors.Is(err, context.Canceled) {
-			t.Fatalf("LookupID() error = %v, want context.Canceled", err)
+			t.Fatalf("Find() error = %v, want context.Canceled", err)
 		}
 	})
 	t.Run("during back-off", func(t *testing.T) {

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"strconv"
 	"time"
-
-	"github.com/startdeliver/segment-destination/shared/lookup"
 )
 
 // Kind names a Startdeliver entity that the client finds, creates and updates.
@@ -96,17 +94,6 @@ func (u Usage) validate() error {
 		return fmt.Errorf("usage record: no timestamp")
 	}
 	return nil
-}
-
-// Diff returns the desired fields whose value differs from the found
-// entity's, so that an update PATCHes only what changed; it returns nil when
-// nothing changed (lookup.Diff: the one rule, shared with ingest's explain,
-// which predicts these PATCHes). Values compare by their JSON form, so 5,
-// 5.0 and json.Number("5") are equal; a found value that is an object with
-// an "id" (an expanded reference, such as a user's customer) equals a scalar
-// id.
-func Diff(found Entity, desired Fields) Fields {
-	return lookup.Diff(found, desired)
 }
 
 // toID reads an id that Startdeliver sends as a JSON number (or, leniently, a

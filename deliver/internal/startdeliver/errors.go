@@ -13,7 +13,7 @@ import (
 // ErrNotFound reports that no entity matched: Find found nothing, or
 // Startdeliver answered 404 for an id (errors.Is(apiErr, ErrNotFound) holds
 // for a 404 *APIError). A caller holding a cached id that meets ErrNotFound
-// should Forget it and look the entity up again.
+// should forget it and look the entity up again.
 var ErrNotFound = errors.New("startdeliver: not found")
 
 // maxBodyExcerpt bounds the answer text kept in an APIError.
