@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -181,13 +180,6 @@ func TestLoggerRedactsSecrets(t *testing.T) {
 	var buf bytes.Buffer
 	l := NewLogger(&buf, "debug", "proj")
 	ctx := spanContext(t, true)
-	type settings struct {
-		AccountID string
-		APIKey    Secret
-	}
-	l.InfoContext(ctx, "typed secret", "key", Secret(apiKey))
-	l.InfoContext(ctx, "secret in a struct", "settings", settings{AccountID: "acc", APIKey: Secret(apiKey)})
-	l.InfoContext(ctx, "secret formatted", "detail", fmt.Sprintf("%v %s %+v %#v", Secret(apiKey), Secret(apiKey), Secret(apiKey), Secret(apiKey)))
 	l.InfoContext(ctx, "named like a key", "apiKey", apiKey, "api_key", apiKey, "Authorization", "Basic "+apiKey)
 	l.With("X-Api-Key", apiKey).WithGroup("req").InfoContext(ctx, "grouped", "token", apiKey)
 
@@ -195,19 +187,10 @@ func TestLoggerRedactsSecrets(t *testing.T) {
 		t.Fatalf("log output contains the API key:\n%s", buf.String())
 	}
 	got := lines(t, &buf)
-	if len(got) != 5 {
-		t.Fatalf("logger wrote %d lines, want 5", len(got))
+	if len(got) != 2 {
+		t.Fatalf("logger wrote %d lines, want 2", len(got))
 	}
-	if got[0]["key"] != "[redacted]" {
-		t.Errorf("Secret logged as %v, want [redacted]", got[0]["key"])
-	}
-	if diff := cmp.Diff(map[string]any{"AccountID": "acc", "APIKey": "[redacted]"}, got[1]["settings"]); diff != "" {
-		t.Errorf("struct with Secret mismatch (-want +got):\n%s", diff)
-	}
-	if got[3]["apiKey"] != "[redacted]" || got[3]["Authorization"] != "[redacted]" {
-		t.Errorf("credential-named attributes = %v, want [redacted]", got[3])
-	}
-	if Secret(apiKey).Reveal() != apiKey {
-		t.Errorf("Secret.Reveal() = %q, want %q", Secret(apiKey).Reveal(), apiKey)
+	if got[0]["apiKey"] != "[redacted]" || got[0]["Authorization"] != "[redacted]" {
+		t.Errorf("credential-named attributes = %v, want [redacted]", got[0])
 	}
 }

@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -8,7 +9,6 @@ import (
 	"strings"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/trace"
 )
 
 // samplerFromEnv is the sampler OTEL_TRACES_SAMPLER and
@@ -18,10 +18,7 @@ import (
 // the root; here a misspelt name also fails the start instead of sampling
 // everything.
 func samplerFromEnv() (sampler, root sdktrace.Sampler, err error) {
-	name := strings.ToLower(strings.TrimSpace(os.Getenv("OTEL_TRACES_SAMPLER")))
-	if name == "" {
-		name = "parentbased_always_on"
-	}
+	name := cmp.Or(strings.ToLower(strings.TrimSpace(os.Getenv("OTEL_TRACES_SAMPLER"))), "parentbased_always_on")
 	base, parentBased := strings.CutPrefix(name, "parentbased_")
 	switch base {
 	case "always_on":
@@ -29,11 +26,10 @@ func samplerFromEnv() (sampler, root sdktrace.Sampler, err error) {
 	case "always_off":
 		root = sdktrace.NeverSample()
 	case "traceidratio":
-		ratio := 1.0
-		if arg := strings.TrimSpace(os.Getenv("OTEL_TRACES_SAMPLER_ARG")); arg != "" {
-			if ratio, err = strconv.ParseFloat(arg, 64); err != nil || ratio < 0 || ratio > 1 {
-				return nil, nil, fmt.Errorf("OTEL_TRACES_SAMPLER_ARG: %q is not a ratio between 0 and 1", arg)
-			}
+		arg := cmp.Or(strings.TrimSpace(os.Getenv("OTEL_TRACES_SAMPLER_ARG")), "1")
+		ratio, err := strconv.ParseFloat(arg, 64)
+		if err != nil || ratio < 0 || ratio > 1 {
+			return nil, nil, fmt.Errorf("OTEL_TRACES_SAMPLER_ARG: %q is not a ratio between 0 and 1", arg)
 		}
 		root = sdktrace.TraceIDRatioBased(ratio)
 	default:
@@ -45,47 +41,39 @@ func samplerFromEnv() (sampler, root sdktrace.Sampler, err error) {
 	return root, root, nil
 }
 
-// edgeSampler samples a span whose parent is a caller's (a remote parent,
-// at the edge) as if the trace started here: neither the caller's sampled
-// flag nor its trace id (which TraceIDRatioBased reads, and a caller can
-// choose) decides. With honorCaller (TRACE_HONOR_CALLER_SAMPLED=true) a
-// sampled caller raises the decision to sampled; an unsampled one never
-// lowers it. Other spans follow the configured sampler, so a request's
-// spans and deliver's (parent-based) follow the decision made here.
-type edgeSampler struct {
-	sdktrace.Sampler
-	root        sdktrace.Sampler
-	honorCaller bool
+// newEdgeSampler is the sampler at the edge, where a remote parent is a
+// caller: its span is sampled as if the trace started here, by root on a
+// trace id of its own (ownDraw), so neither the caller's sampled flag nor
+// its trace id (which TraceIDRatioBased reads, and a caller can choose)
+// decides. With TRACE_HONOR_CALLER_SAMPLED=true a sampled caller raises the
+// decision to sampled; an unsampled one never lowers it. Other spans follow
+// their parent, as parent-based sampling does, so a request's spans and
+// deliver's follow the decision made here. (For a sampler that is not
+// parent-based, following the parent is the same decision: always_on and
+// always_off decide alike for every span, traceidratio alike for every
+// span of a trace.)
+func newEdgeSampler(root sdktrace.Sampler) (sdktrace.Sampler, error) {
+	v := cmp.Or(strings.TrimSpace(os.Getenv("TRACE_HONOR_CALLER_SAMPLED")), "false")
+	honor, err := strconv.ParseBool(v)
+	if err != nil {
+		return nil, fmt.Errorf("TRACE_HONOR_CALLER_SAMPLED: %q is not true or false", v)
+	}
+	own, sampled := ownDraw{root}, sdktrace.Sampler(ownDraw{root})
+	if honor {
+		sampled = sdktrace.AlwaysSample()
+	}
+	return sdktrace.ParentBased(root, sdktrace.WithRemoteParentSampled(sampled), sdktrace.WithRemoteParentNotSampled(own)), nil
 }
 
-func newEdgeSampler(configured, root sdktrace.Sampler) (sdktrace.Sampler, error) {
-	v := strings.TrimSpace(os.Getenv("TRACE_HONOR_CALLER_SAMPLED"))
-	honor := false
-	if v != "" {
-		var err error
-		if honor, err = strconv.ParseBool(v); err != nil {
-			return nil, fmt.Errorf("TRACE_HONOR_CALLER_SAMPLED: %q is not true or false", v)
-		}
+// ownDraw decides as root does on a random trace id; a root sampler reads
+// the parent only for its tracestate, which is kept.
+type ownDraw struct{ root sdktrace.Sampler }
+
+func (s ownDraw) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
+	for i := range p.TraceID {
+		p.TraceID[i] = byte(rand.Uint32())
 	}
-	return edgeSampler{Sampler: configured, root: root, honorCaller: honor}, nil
+	return s.root.ShouldSample(p)
 }
 
-func (s edgeSampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
-	caller := trace.SpanContextFromContext(p.ParentContext)
-	if !caller.IsRemote() {
-		return s.Sampler.ShouldSample(p)
-	}
-	if s.honorCaller && caller.IsSampled() {
-		return sdktrace.SamplingResult{Decision: sdktrace.RecordAndSample, Tracestate: caller.TraceState()}
-	}
-	// A root sampler reads the parent only for its tracestate, kept.
-	own := p
-	for i := range own.TraceID {
-		own.TraceID[i] = byte(rand.Uint32())
-	}
-	return s.root.ShouldSample(own)
-}
-
-func (s edgeSampler) Description() string {
-	return fmt.Sprintf("Edge{%s,honorCaller:%t}", s.Sampler.Description(), s.honorCaller)
-}
+func (s ownDraw) Description() string { return "OwnDraw{" + s.root.Description() + "}" }

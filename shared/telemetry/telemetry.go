@@ -1,49 +1,30 @@
-// Package telemetry sets up OpenTelemetry tracing and metrics, Cloud Logging
-// structured logs and trace-context propagation for both services, so that
-// one Segment event tells its whole story in one trace.
+// Package telemetry sets up OpenTelemetry for both services, so that one
+// Segment event tells its whole story in one trace: [Setup] once at start,
+// and the shutdown function it returns last; [NewLogger] for Cloud Logging
+// lines linked to their trace; [Inject] and [Extract] to carry the trace
+// context inside a Pub/Sub message.
 //
-// A service calls [Setup] once at start and the shutdown function it returns
-// last when it stops; [NewLogger] builds the slog logger whose lines link to
-// the trace of the context they are logged with; [Inject] and [Extract]
-// carry the trace context through a Pub/Sub message.
-//
-// Configuration is OpenTelemetry's own, read from the process environment by
-// the SDK and go.opentelemetry.io/contrib/exporters/autoexport:
-// OTEL_TRACES_EXPORTER and OTEL_METRICS_EXPORTER (otlp, console, none,
-// prometheus for metrics, and gcp, registered here: Cloud Trace and Cloud
-// Monitoring), the OTEL_EXPORTER_OTLP_* variables, OTEL_SERVICE_NAME,
-// OTEL_RESOURCE_ATTRIBUTES, OTEL_BSP_*, OTEL_METRIC_EXPORT_INTERVAL,
-// OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG. This package adds only:
-//
-//   - no exporter is named: otlp when an OTLP endpoint is set, gcp on Cloud
-//     Run (K_SERVICE), else none (rather than OTLP to a collector that is
-//     not there);
-//   - OTEL_SDK_DISABLED=true exports nothing;
-//   - console with OTEL_CONSOLE_FILE (traces) or OTEL_CONSOLE_METRICS_FILE
-//     appends JSON lines to that file, which several processes may share
-//     (deliver/cmd/tracetree reads it);
-//   - the resource carries a unique service.instance.id, the project
-//     (GOOGLE_CLOUD_PROJECT) and Cloud Run's K_SERVICE, K_REVISION and
-//     K_CONFIGURATION;
-//   - at the edge (Config.Edge), sampling is this service's decision
-//     (edgeSampler), and TRACE_HONOR_CALLER_SAMPLED=true lets a caller's
-//     sampled flag raise it.
-//
-// Only W3C trace context (traceparent, tracestate) propagates, whatever the
-// exporter: no baggage, so nothing a caller puts in one reaches Startdeliver.
+// Configuration is OpenTelemetry's own (OTEL_*), read by the SDK and by
+// go.opentelemetry.io/contrib/exporters/autoexport, with the exporter gcp
+// (Cloud Trace, Cloud Monitoring) registered there; docs/observability.md
+// lists the variables and what this package adds: the default exporter,
+// console output to a shared file, the Cloud Run resource and, at the edge,
+// the sampling rule. Only W3C trace context (traceparent, tracestate)
+// propagates, whatever the exporter: no baggage, so nothing a caller puts
+// in one reaches Startdeliver.
 package telemetry
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync"
 
 	mexporter "github.com/GoogleCloudPlatform/opentelemetry-operations-go/exporter/metric"
 	texporter "github.com/GoogleCloudPlatform/opentelemetry-operations-go/exporter/trace"
-	"github.com/google/uuid"
 	"go.opentelemetry.io/contrib/exporters/autoexport"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -58,10 +39,9 @@ import (
 
 // Config is what a service tells Setup about itself.
 type Config struct {
-	// ServiceName is service.name unless OTEL_SERVICE_NAME is set.
-	ServiceName string
+	// ServiceName is service.name unless OTEL_SERVICE_NAME is set;
 	// ServiceVersion is service.version, for example the build's commit.
-	ServiceVersion string
+	ServiceName, ServiceVersion string
 	// Edge marks a service whose requests come from outside (ingest): a
 	// remote parent is a caller, who does not decide whether the request is
 	// sampled.
@@ -88,29 +68,51 @@ func Setup(ctx context.Context, cfg Config) (shutdown func(context.Context) erro
 		autoexport.RegisterSpanExporter("gcp", gcpSpanExporter)
 		autoexport.RegisterMetricReader("gcp", gcpMetricReader)
 	})
+	var files []io.Closer
+	stop := func(ctx context.Context, errs ...error) error {
+		for _, f := range files {
+			errs = append(errs, f.Close())
+		}
+		return errors.Join(errs...)
+	}
 	sampler, root, err := samplerFromEnv()
 	if err == nil && cfg.Edge {
-		sampler, err = newEdgeSampler(sampler, root)
+		sampler, err = newEdgeSampler(root)
 	}
 	var res *resource.Resource
 	if err == nil {
 		res, err = newResource(ctx, cfg)
 	}
-	off := strings.EqualFold(strings.TrimSpace(os.Getenv("OTEL_SDK_DISABLED")), "true")
-	var files []*os.File
 	exp, reader := cfg.SpanExporter, cfg.MetricReader
+	off := strings.EqualFold(strings.TrimSpace(os.Getenv("OTEL_SDK_DISABLED")), "true")
 	if err == nil && exp == nil && !off {
-		exp, err = spanExporter(ctx, &files)
+		exp, err = exporter(ctx, "TRACES", "OTEL_CONSOLE_FILE", &files,
+			func(w io.Writer) (sdktrace.SpanExporter, error) { return stdouttrace.New(stdouttrace.WithWriter(w)) },
+			func(ctx context.Context, fallback func(context.Context) (sdktrace.SpanExporter, error)) (sdktrace.SpanExporter, error) {
+				return autoexport.NewSpanExporter(ctx, autoexport.WithFallbackSpanExporter(fallback))
+			}, gcpSpanExporter)
+		if exp != nil && autoexport.IsNoneSpanExporter(exp) {
+			exp = nil
+		}
 	}
 	if err == nil && reader == nil && !off {
-		if reader, err = metricReader(ctx, &files); err != nil && exp != nil && cfg.SpanExporter == nil {
-			_ = exp.Shutdown(ctx)
+		reader, err = exporter(ctx, "METRICS", "OTEL_CONSOLE_METRICS_FILE", &files,
+			func(w io.Writer) (sdkmetric.Reader, error) {
+				exp, err := stdoutmetric.New(stdoutmetric.WithWriter(w))
+				return sdkmetric.NewPeriodicReader(exp), err
+			},
+			func(ctx context.Context, fallback func(context.Context) (sdkmetric.Reader, error)) (sdkmetric.Reader, error) {
+				return autoexport.NewMetricReader(ctx, autoexport.WithFallbackMetricReader(fallback))
+			}, gcpMetricReader)
+		if reader != nil && autoexport.IsNoneMetricReader(reader) {
+			reader = nil
 		}
 	}
 	if err != nil {
-		for _, f := range files {
-			_ = f.Close()
+		if exp != nil && cfg.SpanExporter == nil {
+			_ = exp.Shutdown(ctx)
 		}
+		_ = stop(ctx)
 		return nil, fmt.Errorf("telemetry setup: %w", err)
 	}
 
@@ -125,93 +127,49 @@ func Setup(ctx context.Context, cfg Config) (shutdown func(context.Context) erro
 	tp, mp := sdktrace.NewTracerProvider(topts...), sdkmetric.NewMeterProvider(mopts...)
 	otel.SetTracerProvider(tp)
 	otel.SetMeterProvider(mp)
-
 	var once sync.Once
-	var serr error
 	return func(ctx context.Context) error {
-		once.Do(func() {
-			errs := []error{tp.Shutdown(ctx), mp.Shutdown(ctx)}
-			for _, f := range files {
-				errs = append(errs, f.Close())
-			}
-			serr = errors.Join(errs...)
-		})
-		return serr
+		once.Do(func() { err = stop(ctx, tp.Shutdown(ctx), mp.Shutdown(ctx)) })
+		return err
 	}, nil
 }
 
-// spanExporter is the exporter OTEL_TRACES_EXPORTER names, or nil for none.
-func spanExporter(ctx context.Context, files *[]*os.File) (sdktrace.SpanExporter, error) {
-	if f, err := consoleFile("OTEL_TRACES_EXPORTER", "OTEL_CONSOLE_FILE", files); f != nil || err != nil {
+// exporter is the span exporter or metric reader of one signal ("TRACES",
+// "METRICS"): console into fileVar's file when OTEL_<signal>_EXPORTER is
+// console and fileVar is set (O_APPEND: each line is one write, so
+// processes may share the file); else what autoexport builds for the
+// variable or, when it is unset, defaultExporter's choice (zero for none).
+func exporter[T any](ctx context.Context, signal, fileVar string, files *[]io.Closer,
+	console func(io.Writer) (T, error),
+	auto func(context.Context, func(context.Context) (T, error)) (T, error),
+	gcp func(context.Context) (T, error),
+) (t T, err error) {
+	name := "OTEL_" + signal + "_EXPORTER"
+	if path := os.Getenv(fileVar); path != "" && os.Getenv(name) == "console" {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 		if err != nil {
-			return nil, err
+			return t, fmt.Errorf("%s: %w", fileVar, err)
 		}
-		return stdouttrace.New(stdouttrace.WithWriter(f))
+		*files = append(*files, f)
+		return console(f)
 	}
-	exp, err := autoexport.NewSpanExporter(ctx, autoexport.WithFallbackSpanExporter(func(ctx context.Context) (sdktrace.SpanExporter, error) {
-		switch defaultExporter("TRACES") {
+	t, err = auto(ctx, func(ctx context.Context) (none T, err error) {
+		switch defaultExporter(signal) {
 		case "otlp":
-			return autoexport.NewSpanExporter(ctx) // with no fallback, otlp
+			return auto(ctx, nil) // with no fallback, otlp
 		case "gcp":
-			return gcpSpanExporter(ctx)
+			return gcp(ctx)
 		}
-		return nil, nil
-	}))
-	if err != nil || exp == nil || autoexport.IsNoneSpanExporter(exp) {
-		return nil, wrap("OTEL_TRACES_EXPORTER", err)
-	}
-	return exp, nil
-}
-
-// metricReader is the reader OTEL_METRICS_EXPORTER names, or nil for none.
-func metricReader(ctx context.Context, files *[]*os.File) (sdkmetric.Reader, error) {
-	if f, err := consoleFile("OTEL_METRICS_EXPORTER", "OTEL_CONSOLE_METRICS_FILE", files); f != nil || err != nil {
-		if err != nil {
-			return nil, err
-		}
-		exp, err := stdoutmetric.New(stdoutmetric.WithWriter(f))
-		return sdkmetric.NewPeriodicReader(exp), err
-	}
-	r, err := autoexport.NewMetricReader(ctx, autoexport.WithFallbackMetricReader(func(ctx context.Context) (sdkmetric.Reader, error) {
-		switch defaultExporter("METRICS") {
-		case "otlp":
-			return autoexport.NewMetricReader(ctx)
-		case "gcp":
-			return gcpMetricReader(ctx)
-		}
-		return nil, nil
-	}))
-	if err != nil || r == nil || autoexport.IsNoneMetricReader(r) {
-		return nil, wrap("OTEL_METRICS_EXPORTER", err)
-	}
-	return r, nil
-}
-
-func wrap(name string, err error) error {
+		return none, nil
+	})
 	if err != nil {
-		return fmt.Errorf("%s: %w", name, err)
+		return t, fmt.Errorf("%s: %w", name, err)
 	}
-	return nil
+	return t, nil
 }
 
-// consoleFile opens the file named by fileVar for appending when exporterVar
-// is console; nil otherwise. O_APPEND lets processes share it: each span is
-// one write.
-func consoleFile(exporterVar, fileVar string, files *[]*os.File) (*os.File, error) {
-	path := os.Getenv(fileVar)
-	if os.Getenv(exporterVar) != "console" || path == "" {
-		return nil, nil
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", fileVar, err)
-	}
-	*files = append(*files, f)
-	return f, nil
-}
-
-// defaultExporter is the exporter of a signal ("TRACES", "METRICS") whose
-// OTEL_<signal>_EXPORTER is not set.
+// defaultExporter is the exporter of a signal whose OTEL_<signal>_EXPORTER
+// is not set.
 func defaultExporter(signal string) string {
 	switch {
 	case os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_"+signal+"_ENDPOINT") != "":
@@ -222,53 +180,63 @@ func defaultExporter(signal string) string {
 	return "none"
 }
 
+// gcpSpanExporter and gcpMetricReader are the exporter gcp: Cloud Trace and
+// Cloud Monitoring, in GOOGLE_CLOUD_PROJECT or else the credentials'
+// project.
 func gcpSpanExporter(context.Context) (sdktrace.SpanExporter, error) {
-	if p := os.Getenv("GOOGLE_CLOUD_PROJECT"); p != "" {
-		return texporter.New(texporter.WithProjectID(p))
-	}
-	return texporter.New()
+	return texporter.New(texporter.WithProjectID(os.Getenv("GOOGLE_CLOUD_PROJECT")))
 }
 
 func gcpMetricReader(context.Context) (sdkmetric.Reader, error) {
-	opts := []mexporter.Option{}
-	if p := os.Getenv("GOOGLE_CLOUD_PROJECT"); p != "" {
-		opts = append(opts, mexporter.WithProjectID(p))
-	}
-	exp, err := mexporter.New(opts...)
+	exp, err := mexporter.New(mexporter.WithProjectID(os.Getenv("GOOGLE_CLOUD_PROJECT")))
 	if err != nil {
 		return nil, err
 	}
 	return sdkmetric.NewPeriodicReader(exp), nil
 }
 
-// newResource describes this process: a unique instance id (Cloud
+// newResource describes this process: a unique service.instance.id (Cloud
 // Monitoring needs one time series per instance), the project and Cloud
 // Run's service and revision; then what OTEL_SERVICE_NAME and
 // OTEL_RESOURCE_ATTRIBUTES say, which win.
 func newResource(ctx context.Context, cfg Config) (*resource.Resource, error) {
-	attrs := []attribute.KeyValue{semconv.ServiceInstanceID(uuid.NewString())}
-	if p := os.Getenv("GOOGLE_CLOUD_PROJECT"); p != "" {
-		attrs = append(attrs, semconv.CloudAccountID(p))
-	}
-	if svc := os.Getenv("K_SERVICE"); svc != "" {
-		attrs = append(attrs, semconv.CloudProviderGCP, semconv.CloudPlatformGCPCloudRun, semconv.FaaSName(svc))
-		if rev := os.Getenv("K_REVISION"); rev != "" {
-			attrs = append(attrs, semconv.FaaSVersion(rev))
-		}
-		if conf := os.Getenv("K_CONFIGURATION"); conf != "" {
-			attrs = append(attrs, attribute.String("gcp.cloud_run.configuration", conf))
+	var attrs []attribute.KeyValue
+	add := func(v string, kv ...attribute.KeyValue) {
+		if v != "" {
+			attrs = append(attrs, kv...)
 		}
 	}
-	if cfg.ServiceName != "" {
-		attrs = append(attrs, semconv.ServiceName(cfg.ServiceName))
+	project, svc := os.Getenv("GOOGLE_CLOUD_PROJECT"), os.Getenv("K_SERVICE")
+	add(project, semconv.CloudAccountID(project))
+	add(svc, semconv.CloudProviderGCP, semconv.CloudPlatformGCPCloudRun, semconv.FaaSName(svc))
+	if svc != "" {
+		add(os.Getenv("K_REVISION"), semconv.FaaSVersion(os.Getenv("K_REVISION")))
+		add(os.Getenv("K_CONFIGURATION"), attribute.String("gcp.cloud_run.configuration", os.Getenv("K_CONFIGURATION")))
 	}
-	if cfg.ServiceVersion != "" {
-		attrs = append(attrs, semconv.ServiceVersion(cfg.ServiceVersion))
-	}
-	res, err := resource.New(ctx, resource.WithTelemetrySDK(), resource.WithSchemaURL(semconv.SchemaURL),
+	add(cfg.ServiceName, semconv.ServiceName(cfg.ServiceName))
+	add(cfg.ServiceVersion, semconv.ServiceVersion(cfg.ServiceVersion))
+	res, err := resource.New(ctx, resource.WithService(), resource.WithTelemetrySDK(), resource.WithSchemaURL(semconv.SchemaURL),
 		resource.WithAttributes(attrs...), resource.WithFromEnv())
 	if err != nil {
 		return nil, fmt.Errorf("resource: %w", err)
 	}
 	return res, nil
+}
+
+// Inject returns the trace context of ctx (traceparent, tracestate) as a
+// map, for carrying it inside a Pub/Sub message body; empty with no span.
+func Inject(ctx context.Context) map[string]string {
+	carrier := propagation.MapCarrier{}
+	otel.GetTextMapPropagator().Inject(ctx, carrier)
+	return carrier
+}
+
+// Extract returns ctx carrying the remote trace context that Inject wrote,
+// so that spans started from it continue that trace; with an empty carrier,
+// ctx itself.
+func Extract(ctx context.Context, carrier map[string]string) context.Context {
+	if len(carrier) == 0 {
+		return ctx
+	}
+	return otel.GetTextMapPropagator().Extract(ctx, propagation.MapCarrier(carrier))
 }
