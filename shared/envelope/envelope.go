@@ -27,6 +27,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/startdeliver/segment-destination/shared/account"
 	"github.com/startdeliver/segment-destination/shared/failure"
 	"github.com/startdeliver/segment-destination/shared/segment"
 )
@@ -82,9 +83,9 @@ type Message struct {
 	// SealedKey is APIKey sealed for deliver (keyseal.Sealer.Seal with
 	// AccountID and the event's messageId).
 	SealedKey []byte
-	// Settings is the X-Segment-Settings object of the request, without the
-	// API key, or nil when the account's stored settings apply.
-	Settings json.RawMessage
+	// Settings is the request's X-Segment-Settings override (never its API
+	// key), or nil when the account's stored settings apply.
+	Settings *account.SettingsOverride
 	// ReceivedAt is when ingest accepted the event.
 	ReceivedAt time.Time
 	// Trace is the W3C trace context (traceparent, tracestate) of the
@@ -97,14 +98,14 @@ type Message struct {
 
 // body is the JSON shape of a message body.
 type body struct {
-	V          int               `json:"v"`
-	AccountID  string            `json:"accountId"`
-	APIKey     string            `json:"apiKey,omitempty"`
-	SealedKey  []byte            `json:"sealedKey,omitempty"`
-	Settings   json.RawMessage   `json:"settings,omitempty"`
-	ReceivedAt time.Time         `json:"receivedAt"`
-	Trace      map[string]string `json:"trace,omitempty"`
-	Event      json.RawMessage   `json:"event"`
+	V          int                       `json:"v"`
+	AccountID  string                    `json:"accountId"`
+	APIKey     string                    `json:"apiKey,omitempty"`
+	SealedKey  []byte                    `json:"sealedKey,omitempty"`
+	Settings   *account.SettingsOverride `json:"settings,omitempty"`
+	ReceivedAt time.Time                 `json:"receivedAt"`
+	Trace      map[string]string         `json:"trace,omitempty"`
+	Event      json.RawMessage           `json:"event"`
 }
 
 // AccountID returns the account id of an API key: the lowercase hex SHA-256
@@ -176,12 +177,8 @@ func appendBody(b []byte, m *Message) ([]byte, error) {
 	} else {
 		field("apiKey", m.APIKey)
 	}
-	if len(m.Settings) > 0 {
-		if !json.Valid(m.Settings) {
-			return nil, errors.New("settings are not valid JSON")
-		}
-		b = append(b, `,"settings":`...)
-		b = append(b, m.Settings...)
+	if m.Settings != nil && !m.Settings.IsZero() {
+		field("settings", m.Settings)
 	}
 	field("receivedAt", m.ReceivedAt.UTC())
 	if len(m.Trace) > 0 {
@@ -275,6 +272,9 @@ func decode(data []byte) (*Message, error) {
 	ev, err := segment.Decode(b.Event)
 	if err != nil {
 		return nil, &DecodeError{Err: fmt.Errorf("event: %w", err)}
+	}
+	if b.Settings != nil && b.Settings.IsZero() {
+		b.Settings = nil
 	}
 	return &Message{
 		AccountID:  b.AccountID,

@@ -3,12 +3,14 @@ package envelope
 import (
 	"encoding/json"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/startdeliver/segment-destination/shared/account"
 	"github.com/startdeliver/segment-destination/shared/failure"
 	"github.com/startdeliver/segment-destination/shared/segment"
 )
@@ -24,7 +26,7 @@ func testMessage(t testing.TB) *Message {
 	return &Message{
 		AccountID:  AccountID(testKey),
 		APIKey:     testKey,
-		Settings:   json.RawMessage(`{"allowUserIdFallback":true}`),
+		Settings:   &account.SettingsOverride{AllowUserIDFallback: ptr(true)},
 		ReceivedAt: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC),
 		Trace:      map[string]string{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
 		Event:      ev,
@@ -51,7 +53,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatalf("Decode: %v", err)
 	}
 	if got.APIKey != testKey || got.AccountID != m.AccountID || !got.ReceivedAt.Equal(m.ReceivedAt) ||
-		string(got.Settings) != string(m.Settings) || got.Trace["traceparent"] != m.Trace["traceparent"] {
+		!cmp.Equal(got.Settings, m.Settings) || got.Trace["traceparent"] != m.Trace["traceparent"] {
 		t.Errorf("Decode(Encode(m)) = %+v, want %+v", got, m)
 	}
 	if diff := cmp.Diff(m.Event.Raw, got.Event.Raw); diff != "" {
@@ -183,4 +185,90 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("decoded a message whose account is not its key's")
 		}
 	})
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// raw is m with its values as strings, for diffs.
+func raw(m map[string]json.RawMessage) map[string]string {
+	out := map[string]string{}
+	for k, v := range m {
+		out[k] = string(v)
+	}
+	return out
+}
+
+// TestDecodeEarlierBodies: bodies as the encoder wrote them before the
+// settings were typed (testdata, version 1 with a plain key and version 2
+// with a sealed one, the settings object as ingest marshalled it) still
+// decode, to the same override; and Encode writes every field but the event
+// (whose keys are in map order) again byte for byte, so old and new
+// instances read each other's messages.
+func TestDecodeEarlierBodies(t *testing.T) {
+	tests := []struct {
+		file string
+		want *account.SettingsOverride
+	}{
+		{"testdata/v1.json", &account.SettingsOverride{AllowUserIDFallback: ptr(true)}},
+		{"testdata/v2.json", &account.SettingsOverride{
+			StartdeliverUserCustomFieldToMatchOn: ptr("externalId"),
+			SyncUsingEmailInsteadOfCustomField:   ptr(false),
+			SegmentOverrideMatchingField:         ptr("properties['Field With Space']"),
+			AllowUserIDFallback:                  ptr(true),
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			data, err := os.ReadFile(tt.file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data = []byte(strings.TrimSpace(string(data)))
+			got, err := Decode(data)
+			if err != nil {
+				t.Fatalf("Decode(%s): %v", tt.file, err)
+			}
+			if diff := cmp.Diff(tt.want, got.Settings); diff != "" {
+				t.Errorf("Decode(%s) settings (-want +got):\n%s", tt.file, diff)
+			}
+			enc, err := Encode(got)
+			if err != nil {
+				t.Fatalf("Encode(Decode(%s)): %v", tt.file, err)
+			}
+			var was, is map[string]json.RawMessage
+			if err := json.Unmarshal(data, &was); err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal(enc.Data, &is); err != nil {
+				t.Fatal(err)
+			}
+			delete(was, "event")
+			delete(is, "event")
+			if diff := cmp.Diff(raw(was), raw(is)); diff != "" {
+				t.Errorf("Encode(Decode(%s)) fields (-was +is):\n%s", tt.file, diff)
+			}
+		})
+	}
+}
+
+// TestZeroSettingsOmitted: an override that sets nothing is not written,
+// and reads back as nil (the stored settings apply).
+func TestZeroSettingsOmitted(t *testing.T) {
+	m := testMessage(t)
+	m.Settings = &account.SettingsOverride{}
+	enc, err := Encode(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(enc.Data), `"settings"`) {
+		t.Errorf("Encode wrote an empty override: %s", enc.Data)
+	}
+	spliced := strings.Replace(string(enc.Data), `"receivedAt"`, `"settings":{},"receivedAt"`, 1)
+	got, err := Decode([]byte(spliced))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Settings != nil {
+		t.Errorf("Decode(settings {}) = %+v, want nil", got.Settings)
+	}
 }

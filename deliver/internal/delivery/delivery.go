@@ -2,7 +2,6 @@ package delivery
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,7 +17,6 @@ import (
 	"github.com/startdeliver/segment-destination/deliver/internal/identity"
 	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver"
 	"github.com/startdeliver/segment-destination/shared/abbrev"
-	"github.com/startdeliver/segment-destination/shared/account"
 	"github.com/startdeliver/segment-destination/shared/accountstore"
 	"github.com/startdeliver/segment-destination/shared/envelope"
 	"github.com/startdeliver/segment-destination/shared/failure"
@@ -316,12 +314,8 @@ func (p *Processor) plan(ctx context.Context, env *envelope.Message, j *trip) (*
 		return nil, nil, err
 	}
 	settings := entry.Account.Settings
-	if len(env.Settings) > 0 {
-		var o account.SettingsOverride
-		if err := json.Unmarshal(env.Settings, &o); err != nil {
-			return nil, nil, failure.Permanent(ClassBadMessage, fmt.Errorf("settings in message: %w", err))
-		}
-		settings = settings.With(o)
+	if env.Settings != nil {
+		settings = settings.With(*env.Settings)
 	}
 	j.settings = settings
 	pl, err := plan.Decide(env.Event, settings, entry.Compiled)

@@ -415,11 +415,12 @@ func TestQuickRetriesAbsorbABriefFault(t *testing.T) {
 }
 
 func TestSettingsOverrideFromMessage(t *testing.T) {
+	yes := true
 	f := newFixture(t, simple)
 	id := f.sd.AddUser(key, map[string]any{"email": "x@example.com"})
 	ev, _ := segment.Decode([]byte(`{"type":"track","userId":"u9","event":"e","messageId":"ov","traits":{"email":"x@example.com"}}`))
 	enc, _ := envelope.Encode(&envelope.Message{AccountID: envelope.AccountID(key), APIKey: key, ReceivedAt: time.Now(), Event: ev,
-		Settings: []byte(`{"syncUsingEmailInsteadOfCustomField":true}`)})
+		Settings: &account.SettingsOverride{SyncUsingEmailInsteadOfCustomField: &yes}})
 	res := f.p.Process(context.Background(), Message{Data: enc.Data, Attributes: enc.Attributes})
 	if res.Outcome != OutcomeDelivered {
 		t.Fatalf("Process = %s (%v)", res.Outcome, res.Err)

@@ -251,7 +251,7 @@ func (h *Handler) readyz(w http.ResponseWriter, r *http.Request) {
 type request struct {
 	key       string
 	accountID string
-	settings  json.RawMessage
+	settings  *account.SettingsOverride
 	body      []byte
 }
 
@@ -388,10 +388,7 @@ func (h *Handler) destination(w http.ResponseWriter, r *http.Request) {
 			h.answer(ctx, w, fail(http.StatusBadRequest, "%v", err).about(req.accountID, ""))
 			return
 		}
-		if req.settings, err = json.Marshal(o); err != nil {
-			h.answer(ctx, w, &httpError{status: http.StatusInternalServerError, msg: "could not encode settings", err: err})
-			return
-		}
+		req.settings = &o
 	}
 	ev, herr := h.decodeEvent(req.body, sc, "")
 	if herr != nil {

@@ -247,8 +247,8 @@ func TestPublishedEnvelope(t *testing.T) {
 	if _, ok := got.Event.Raw["writeKey"]; ok {
 		t.Errorf("event still carries writeKey")
 	}
-	if strings.Contains(string(got.Settings), goodKey) || !strings.Contains(string(got.Settings), "Field With Space") {
-		t.Errorf("settings = %s, want the override without the key", got.Settings)
+	if got.Settings == nil || got.Settings.SegmentOverrideMatchingField == nil || *got.Settings.SegmentOverrideMatchingField != "properties['Field With Space']" {
+		t.Errorf("settings = %+v, want the header's override", got.Settings)
 	}
 	if got.AccountID != envelope.AccountID(goodKey) {
 		t.Errorf("envelope account = %q, want the key's", got.AccountID)
