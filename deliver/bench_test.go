@@ -35,6 +35,7 @@ import (
 	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver/startdelivertest"
 	"github.com/startdeliver/segment-destination/shared/account"
 	"github.com/startdeliver/segment-destination/shared/accountstore"
+	"github.com/startdeliver/segment-destination/shared/cputime"
 	"github.com/startdeliver/segment-destination/shared/emulatortest"
 	"github.com/startdeliver/segment-destination/shared/envelope"
 	"github.com/startdeliver/segment-destination/shared/gcpclient"
@@ -366,7 +367,7 @@ func (b *bench) pipeline(name string, n int, newUsers, unlimited bool) pipelineR
 	})
 	reads0, writes0 := b.wire.reads.Load(), b.wire.writes.Load()
 	readCalls0, writeCalls0, beginCalls0 := b.wire.readCalls.Load(), b.wire.writeCalls.Load(), b.wire.beginCalls.Load()
-	cpu0 := processCPU()
+	cpu0 := cputime.Process()
 	busy0, total0 := machineCPU()
 	fs0, ps0 := emulatorCPU(b.env.FirestoreHost), emulatorCPU(b.env.PubSubHost)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -381,7 +382,7 @@ func (b *bench) pipeline(name string, n int, newUsers, unlimited bool) pipelineR
 		time.Sleep(10 * time.Millisecond)
 	}
 	busy1, total1 := machineCPU()
-	cpu1 := processCPU()
+	cpu1 := cputime.Process()
 	fs1, ps1 := emulatorCPU(b.env.FirestoreHost), emulatorCPU(b.env.PubSubHost)
 	cancel()
 	wg.Wait()
@@ -431,7 +432,7 @@ func (b *bench) bareCalls(concurrency, n int) (rate float64, cpuEach time.Durati
 	uid := sd.AddUser("k", map[string]any{"externalId": "u"})
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	start, cpu0 := time.Now(), processCPU()
+	start, cpu0 := time.Now(), cputime.Process()
 	for range concurrency {
 		wg.Go(func() {
 			for next.Add(1) <= int64(n) {
@@ -443,7 +444,7 @@ func (b *bench) bareCalls(concurrency, n int) (rate float64, cpuEach time.Durati
 		})
 	}
 	wg.Wait()
-	return float64(n) / time.Since(start).Seconds(), (processCPU() - cpu0) / time.Duration(n)
+	return float64(n) / time.Since(start).Seconds(), (cputime.Process() - cpu0) / time.Duration(n)
 }
 
 // idleCPU is the share of a core each emulator uses while nothing runs.
@@ -682,15 +683,6 @@ func machineCPU() (busy, total float64) {
 		}
 	}
 	return busy, total
-}
-
-// processCPU is this process's user and system CPU time so far.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // routes formats the stand-in's call counts, busiest first.

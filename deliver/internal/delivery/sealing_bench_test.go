@@ -3,7 +3,6 @@ package delivery
 import (
 	"context"
 	"fmt"
-	"syscall"
 	"testing"
 	"time"
 
@@ -11,18 +10,11 @@ import (
 	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver/startdelivertest"
 	"github.com/startdeliver/segment-destination/shared/account"
 	"github.com/startdeliver/segment-destination/shared/accountstore"
+	"github.com/startdeliver/segment-destination/shared/cputime"
 	"github.com/startdeliver/segment-destination/shared/envelope"
 	"github.com/startdeliver/segment-destination/shared/keyseal"
 	"github.com/startdeliver/segment-destination/shared/segment"
 )
-
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 // BenchmarkSealing measures deliver's CPU per event with the API key sealed
 // (envelope version 2, opened with keyseal) against the same events with
@@ -91,13 +83,13 @@ func BenchmarkSealing(b *testing.B) {
 		for i := range ms {
 			ms[i] = msg(seal)
 		}
-		c0 := processCPU(b)
+		c0 := cputime.Process()
 		for _, m := range ms {
 			if res := p.Process(context.Background(), m); res.Outcome != OutcomeDelivered {
 				b.Fatalf("outcome %s: %v", res.Outcome, res.Err)
 			}
 		}
-		return processCPU(b) - c0
+		return cputime.Process() - c0
 	}
 	run(false) // warm both
 	run(true)

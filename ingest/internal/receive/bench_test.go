@@ -9,10 +9,9 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
+	"github.com/startdeliver/segment-destination/shared/cputime"
 	"github.com/startdeliver/segment-destination/shared/envelope"
 )
 
@@ -102,15 +101,6 @@ func BenchmarkHandlerBatch(b *testing.B) {
 	})
 }
 
-// cpuNow is the process's CPU time (user and system, GC included).
-func cpuNow(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 // BenchmarkHostile measures the CPU per request of the hostile
 // bodies (16,000 levels of nesting in 32 KB; 64 KB and 500 KB of nesting
 // gzipped to a few hundred bytes), unauthenticated and authenticated, and
@@ -138,7 +128,7 @@ func BenchmarkHostile(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			h := New(Options{Publisher: noopPublisher{}, Accounts: fakeAccounts{}, Topic: "t"})
 			b.ReportAllocs()
-			start := cpuNow(b)
+			start := cputime.Process()
 			for b.Loop() {
 				r := httptest.NewRequest(http.MethodPost, c.path, bytes.NewReader(c.body))
 				r.Header.Set("Content-Type", "application/json")
@@ -154,7 +144,7 @@ func BenchmarkHostile(b *testing.B) {
 					b.Fatalf("status %d, want %d: %s", w.Code, c.want, w.Body)
 				}
 			}
-			cpu := float64((cpuNow(b) - start).Nanoseconds()) / float64(b.N)
+			cpu := float64((cputime.Process() - start).Nanoseconds()) / float64(b.N)
 			b.ReportMetric(cpu, "cpu-ns/op")
 			if base == 0 {
 				base = cpu

@@ -4,19 +4,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
-)
 
-// processCPU is the CPU time this process has used, user and system.
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
+	"github.com/startdeliver/segment-destination/shared/cputime"
+)
 
 // BenchmarkSealing measures ingest's CPU per single event with the API key
 // sealed (envelope version 2, keyseal) against the same handler without
@@ -48,11 +40,11 @@ func BenchmarkSealing(b *testing.B) {
 	b.ResetTimer()
 	for events < b.N {
 		run := func(h *Handler) time.Duration {
-			c0 := processCPU(b)
+			c0 := cputime.Process()
 			for range block {
 				serve(h)
 			}
-			return processCPU(b) - c0
+			return cputime.Process() - c0
 		}
 		if round%2 == 0 {
 			cpuPlain += run(plain)
