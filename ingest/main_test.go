@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -193,59 +192,6 @@ func TestPublishedEventArrivesIntact(t *testing.T) {
 	}
 }
 
-// proxy forwards TCP to target until cut, which closes every connection and
-// refuses new ones: a Pub/Sub outage as ingest sees it.
-type proxy struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
-	down  bool
-}
-
-func newProxy(t *testing.T, target string) *proxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{ln: ln}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.mu.Lock()
-			if p.down {
-				p.mu.Unlock()
-				c.Close()
-				continue
-			}
-			u, err := net.Dial("tcp", target)
-			if err != nil {
-				p.mu.Unlock()
-				c.Close()
-				continue
-			}
-			p.conns = append(p.conns, c, u)
-			p.mu.Unlock()
-			go func() { io.Copy(u, c); u.Close() }()
-			go func() { io.Copy(c, u); c.Close() }()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); p.cut() })
-	return p
-}
-
-func (p *proxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = true
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
-
 func TestPubSubOutageAnswers503(t *testing.T) {
 	env := emulatortest.Require(t)
 	px := newProxy(t, env.PubSubHost)
@@ -253,7 +199,7 @@ func TestPubSubOutageAnswers503(t *testing.T) {
 	if code, b := s.post(t, "/", `{"type":"track","userId":"u","event":"before","messageId":"before"}`); code != 200 {
 		t.Fatalf("before the outage: %d %s, want 200", code, b)
 	}
-	px.cut()
+	px.down()
 	for i := range 3 {
 		code, b := s.post(t, "/", fmt.Sprintf(`{"type":"track","userId":"u%d","event":"during"}`, i))
 		if code != http.StatusServiceUnavailable {

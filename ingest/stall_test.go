@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -17,82 +16,6 @@ import (
 	"github.com/startdeliver/segment-destination/shared/emulatortest"
 	"github.com/startdeliver/segment-destination/shared/envelope"
 )
-
-// stallProxy forwards TCP to the Pub/Sub emulator until stalled: it then
-// swallows what either side sends, so Pub/Sub looks alive but never
-// answers. cut closes every
-// connection; later connections are forwarded again.
-type stallProxy struct {
-	ln      net.Listener
-	mu      sync.Mutex
-	conns   []net.Conn
-	stalled bool
-}
-
-func newStallProxy(t *testing.T, target string) *stallProxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &stallProxy{ln: ln}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, u)
-			p.mu.Unlock()
-			go p.pipe(u, c)
-			go p.pipe(c, u)
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); p.cut() })
-	return p
-}
-
-// pipe copies src to dst, dropping what arrives while stalled.
-func (p *stallProxy) pipe(dst, src net.Conn) {
-	defer dst.Close()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		p.mu.Lock()
-		drop := p.stalled
-		p.mu.Unlock()
-		if n > 0 && !drop {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-func (p *stallProxy) stall() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.stalled = true
-}
-
-// cut closes every connection and forwards new ones again.
-func (p *stallProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-	p.stalled = false
-}
 
 // TestNothingPublishedForA503: while Pub/Sub does not answer, single
 // events and three batches of 2,000 (more than the publisher's 8 calls of
@@ -114,7 +37,7 @@ func TestNothingPublishedForA503(t *testing.T) {
 		return rec
 	}
 	t.Cleanup(func() { newPublisher = orig })
-	px := newStallProxy(t, env.PubSubHost)
+	px := newProxy(t, env.PubSubHost)
 	s := startIngest(t, px.ln.Addr().String(), map[string]string{"PUBSUB_PUBLISH_TIMEOUT": "1s"})
 	if code, b := s.post(t, "/", `{"type":"track","userId":"u","event":"before","messageId":"before"}`); code != 200 {
 		t.Fatalf("before the stall: %d %s, want 200", code, b)
