@@ -61,7 +61,8 @@ type config struct {
 	// push mode outside the emulators).
 	PushServiceAccount string
 	// Streams is PULL_STREAMS (default 4), MaxOutstanding is
-	// PULL_MAX_OUTSTANDING (default 256 messages).
+	// PULL_MAX_OUTSTANDING (default 2048 messages;
+	// delivery's package doc says why so many).
 	Streams        int
 	MaxOutstanding int
 	// AckExtension is PULL_ACK_EXTENSION (default 30s): the longest single
@@ -139,7 +140,7 @@ func loadConfig(getenv func(string) string) (*config, error) {
 	if c.Streams, err = envconfig.Int(getenv, "PULL_STREAMS", 4); err != nil {
 		return nil, err
 	}
-	if c.MaxOutstanding, err = envconfig.Int(getenv, "PULL_MAX_OUTSTANDING", 256); err != nil {
+	if c.MaxOutstanding, err = envconfig.Int(getenv, "PULL_MAX_OUTSTANDING", 2048); err != nil {
 		return nil, err
 	}
 	if c.PerAccount, err = envconfig.Int(getenv, "ACCOUNT_CONCURRENCY", 8); err != nil {

@@ -35,8 +35,9 @@ type processor interface {
 // PullSettings bound a pull subscriber's memory and parallelism.
 type PullSettings struct {
 	// MaxOutstandingMessages and MaxOutstandingBytes bound what is held at
-	// once, so a backlog of millions does not grow memory (defaults 256 and
-	// 64 MiB).
+	// once, so a backlog of millions does not grow memory (defaults 2048 and
+	// 64 MiB: one pool for every account, sized well above what one account
+	// runs at once; see package delivery).
 	MaxOutstandingMessages int
 	MaxOutstandingBytes    int
 	// Streams is the number of StreamingPull streams (default 4).
@@ -60,7 +61,7 @@ type PullSettings struct {
 // outcome's writes.
 func Pull(ctx context.Context, sub *pubsub.Subscriber, p processor, s PullSettings) error {
 	if s.MaxOutstandingMessages <= 0 {
-		s.MaxOutstandingMessages = 256
+		s.MaxOutstandingMessages = 2048
 	}
 	if s.MaxOutstandingBytes <= 0 {
 		s.MaxOutstandingBytes = 64 << 20
