@@ -14,9 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"sync"
-	"syscall"
 	"time"
 
 	"cloud.google.com/go/firestore"
@@ -38,6 +36,7 @@ import (
 	"github.com/startdeliver/segment-destination/deliver/internal/intake"
 	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver"
 	"github.com/startdeliver/segment-destination/shared/accountstore"
+	"github.com/startdeliver/segment-destination/shared/command"
 	"github.com/startdeliver/segment-destination/shared/gcpclient"
 	"github.com/startdeliver/segment-destination/shared/keyseal"
 	"github.com/startdeliver/segment-destination/shared/server"
@@ -45,12 +44,7 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Getenv, nil); err != nil {
-		slog.Error("deliver failed", "error", err)
-		os.Exit(1)
-	}
+	command.Main("deliver", "", func(ctx context.Context) error { return run(ctx, os.Getenv, nil) })
 }
 
 // function is the service behind the CloudEvent function registered with

@@ -11,10 +11,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/signal"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"cloud.google.com/go/firestore"
@@ -28,6 +26,7 @@ import (
 	"github.com/startdeliver/segment-destination/ingest/internal/publish"
 	"github.com/startdeliver/segment-destination/ingest/internal/receive"
 	"github.com/startdeliver/segment-destination/shared/accountstore"
+	"github.com/startdeliver/segment-destination/shared/command"
 	"github.com/startdeliver/segment-destination/shared/envelope"
 	"github.com/startdeliver/segment-destination/shared/gcpclient"
 	"github.com/startdeliver/segment-destination/shared/journey"
@@ -38,12 +37,7 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Getenv, nil); err != nil {
-		slog.Error("ingest failed", "error", err)
-		os.Exit(1)
-	}
+	command.Main("ingest", "", func(ctx context.Context) error { return run(ctx, os.Getenv, nil) })
 }
 
 // function is the handler registered with functions-framework-go, so that

@@ -22,19 +22,16 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"github.com/tink-crypto/tink-go-gcpkms/v2/integration/gcpkms"
 	"github.com/tink-crypto/tink-go/v2/core/registry"
 	"github.com/tink-crypto/tink-go/v2/keyset"
 
+	"github.com/startdeliver/segment-destination/shared/command"
 	"github.com/startdeliver/segment-destination/shared/keyseal"
 )
 
@@ -49,50 +46,34 @@ commands:
 `
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, nil); err != nil {
-		fmt.Fprintln(os.Stderr, "keys:", err)
-		var ue usageError
-		if errors.As(err, &ue) {
-			fmt.Fprint(os.Stderr, usage)
-			os.Exit(2)
-		}
-		os.Exit(1)
-	}
+	command.Main("keys", usage, func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Stdin, os.Stdout, nil) })
 }
-
-type usageError string
-
-func (e usageError) Error() string { return string(e) }
 
 // run runs one command. kms, when not nil, replaces Cloud KMS (tests).
 func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer, kms registry.KMSClient) error {
-	if len(args) == 0 {
-		return usageError("no command")
+	cmd, fs, args, err := command.Subcommand(args)
+	if err != nil {
+		return err
 	}
-	cmd, args := args[0], args[1:]
-	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	kekURI := fs.String("kek", "", "the Cloud KMS key that encrypts the keyset (gcp-kms://…)")
 	in := fs.String("in", "", "the encrypted keyset to read (- for standard input)")
 	out := fs.String("out", "", "where to write the encrypted keyset (default standard output)")
 	publicOut := fs.String("public-out", "", "where to write the public keyset")
 	keyID := fs.Uint("key-id", 0, "the key to retire")
-	if err := fs.Parse(args); err != nil {
-		return usageError(err.Error())
+	if err := command.Parse(fs, args); err != nil {
+		return err
 	}
 	switch cmd {
 	case "create", "rotate", "retire", "list", "public":
 	default:
-		return usageError(fmt.Sprintf("unknown command %q", cmd))
+		return command.Usagef("unknown command %q", cmd)
 	}
 	if *kekURI == "" {
-		return usageError("-kek is required")
+		return command.UsageError("-kek is required")
 	}
 	if kms == nil {
 		if !strings.HasPrefix(*kekURI, "gcp-kms://") {
-			return usageError("-kek: want gcp-kms://projects/P/locations/L/keyRings/R/cryptoKeys/K")
+			return command.UsageError("-kek: want gcp-kms://projects/P/locations/L/keyRings/R/cryptoKeys/K")
 		}
 		c, err := gcpkms.NewClientWithOptions(ctx, "gcp-kms://")
 		if err != nil {
@@ -112,7 +93,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer, 
 		}
 	} else {
 		if *in == "" {
-			return usageError("-in is required")
+			return command.UsageError("-in is required")
 		}
 		data, err := readInput(*in, stdin)
 		if err != nil {
@@ -148,7 +129,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer, 
 		fmt.Fprintf(os.Stderr, "keys: new primary key %d\n", id)
 	case "retire":
 		if *keyID == 0 {
-			return usageError("-key-id is required")
+			return command.UsageError("-key-id is required")
 		}
 		if h, err = keyseal.Retire(h, uint32(*keyID)); err != nil {
 			return err

@@ -23,23 +23,17 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver/startdelivertest"
+	"github.com/startdeliver/segment-destination/shared/command"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	if err := run(ctx, os.Args[1:], os.Getenv, logger, nil); err != nil {
-		logger.Error("startdeliver-standin failed", "error", err)
-		os.Exit(1)
-	}
+	command.Main("startdeliver-standin", "", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Getenv, logger, nil) })
 }
 
 // config is the stand-in's configuration.

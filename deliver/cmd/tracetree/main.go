@@ -18,21 +18,19 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"strings"
+
+	"github.com/startdeliver/segment-destination/shared/command"
 )
 
 func main() {
-	if err := run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "tracetree:", err)
-		}
-		os.Exit(1)
-	}
+	command.Main("tracetree", "", func(context.Context) error { return run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr) })
 }
 
 // run parses args, reads the span file and prints to stdout; warnings go to

@@ -19,17 +19,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"sort"
 	"strings"
-	"syscall"
 
 	"github.com/startdeliver/segment-destination/shared/account"
 	"github.com/startdeliver/segment-destination/shared/accountstore"
+	"github.com/startdeliver/segment-destination/shared/command"
 	"github.com/startdeliver/segment-destination/shared/envelope"
 	"github.com/startdeliver/segment-destination/shared/gcpclient"
 )
@@ -45,37 +43,21 @@ commands:
 `
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "accounts:", err)
-		var ue usageError
-		if errors.As(err, &ue) {
-			fmt.Fprint(os.Stderr, usage)
-			os.Exit(2)
-		}
-		os.Exit(1)
-	}
+	command.Main("accounts", usage, func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Getenv, os.Stdout) })
 }
 
-type usageError string
-
-func (e usageError) Error() string { return string(e) }
-
 func run(ctx context.Context, args []string, getenv func(string) string, out io.Writer) error {
-	if len(args) == 0 {
-		return usageError("no command")
+	cmd, fs, args, err := command.Subcommand(args)
+	if err != nil {
+		return err
 	}
-	cmd, args := args[0], args[1:]
-	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	file := fs.String("file", "", "account JSON file")
 	key := fs.String("key", "", "the account's Startdeliver API key")
 	keyFile := fs.String("key-file", "", "file holding the API key")
 	id := fs.String("id", "", "account id (SHA-256 of the key)")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
-		return usageError(err.Error())
+	if err := command.Parse(fs, args); err != nil {
+		return err
 	}
 	policy, err := account.APIURLPolicyFromEnv(getenv, getenv("FIRESTORE_EMULATOR_HOST") != "")
 	if err != nil {
@@ -91,7 +73,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		return nil
 	case "put", "get", "delete", "list":
 	default:
-		return usageError(fmt.Sprintf("unknown command %q", cmd))
+		return command.Usagef("unknown command %q", cmd)
 	}
 	var a *account.Account
 	if cmd == "put" {
@@ -153,7 +135,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 // against the allow-list.
 func readAccount(path string, policy account.APIURLPolicy) (*account.Account, error) {
 	if path == "" {
-		return nil, usageError("-file is required")
+		return nil, command.UsageError("-file is required")
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -190,7 +172,7 @@ func resolveKey(key, keyFile string, getenv func(string) string) (string, error)
 	case getenv("ACCOUNT_API_KEY") != "":
 		return strings.TrimSpace(getenv("ACCOUNT_API_KEY")), nil
 	}
-	return "", usageError("give the API key with -key, -key-file or ACCOUNT_API_KEY, or the account with -id")
+	return "", command.UsageError("give the API key with -key, -key-file or ACCOUNT_API_KEY, or the account with -id")
 }
 
 func openStore(ctx context.Context, getenv func(string) string) (*accountstore.Store, func(), error) {
