@@ -1,0 +1,84 @@
+package publish
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+
+	"cloud.google.com/go/pubsub/v2"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"cloud.google.com/go/pubsub/v2/pstest"
+	"github.com/googleapis/gax-go/v2"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/startdeliver/segment-destination/shared/envelope"
+)
+
+// instantRPC answers every Publish at once, so a benchmark through it
+// measures the publisher's own cost: queueing, batching, waking waiters.
+type instantRPC struct{}
+
+func (instantRPC) Publish(_ context.Context, req *pubsubpb.PublishRequest, _ ...gax.CallOption) (*pubsubpb.PublishResponse, error) {
+	ids := make([]string, len(req.Messages))
+	for i := range ids {
+		ids[i] = "id"
+	}
+	return &pubsubpb.PublishResponse{MessageIds: ids}, nil
+}
+
+// BenchmarkPublish publishes ~1 KB envelopes from 64 concurrent callers
+// (as ingest's handlers do under load), an ordering key per person out of
+// 5,000, each caller waiting for its confirmation. "instant" is the
+// publisher alone; "pstest" goes through the real client library and gRPC
+// to Google's in-process fake. It reports messages per Publish call.
+// Compare two builds in one run (docs/benchmarks.md), never against a
+// figure from another run.
+func BenchmarkPublish(b *testing.B) {
+	data := make([]byte, 1000)
+	for i := range data {
+		data[i] = 'a' + byte(i%26)
+	}
+	run := func(b *testing.B, p *Publisher) {
+		var n atomic.Int64
+		b.SetParallelism(32) // 64 callers on 2 cores
+		b.ReportAllocs()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				i := n.Add(1)
+				m := &envelope.Encoded{Data: data, OrderingKey: fmt.Sprint("person-", i%5000),
+					Attributes: map[string]string{envelope.AttrMessageID: fmt.Sprint("m-", i), "type": "track"}}
+				if _, err := p.Publish(context.Background(), m); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		b.StopTimer()
+		p.Stop()
+		if st := p.Stats(); st.Calls > 0 {
+			b.ReportMetric(float64(st.Messages)/float64(st.Calls), "msgs/call")
+		}
+	}
+	b.Run("instant", func(b *testing.B) {
+		run(b, newPublisher(instantRPC{}, "projects/p/topics/t", Options{}))
+	})
+	b.Run("pstest", func(b *testing.B) {
+		srv := pstest.NewServerWithAddress("127.0.0.1:0")
+		defer srv.Close()
+		ctx := context.Background()
+		client, err := pubsub.NewClient(ctx, "p", option.WithEndpoint(srv.Addr), option.WithoutAuthentication(),
+			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer client.Close()
+		if _, err := client.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: "projects/p/topics/t"}); err != nil {
+			b.Fatal(err)
+		}
+		run(b, New(client, "p", "t", Options{}))
+	})
+}
