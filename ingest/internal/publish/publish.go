@@ -19,19 +19,24 @@
 // Pub/Sub itself keeps order per key within and across Publish requests as
 // long as a key's requests do not overlap; this batcher puts many keys into
 // one request and never has two requests of the same key in flight.
+//
+// The batching itself (self-clocked: a lone message goes at once, messages
+// that arrive while a partial batch is in flight go together when it
+// returns), the byte bound, the withdrawal and the keys are shared/batch's;
+// this package makes its batches Publish calls.
 package publish
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"github.com/googleapis/gax-go/v2"
 
+	"github.com/startdeliver/segment-destination/shared/batch"
 	"github.com/startdeliver/segment-destination/shared/envelope"
 	"github.com/startdeliver/segment-destination/shared/gcpclient"
 )
@@ -45,9 +50,8 @@ type Options struct {
 	// message never waits when no partial batch is in flight, so this adds
 	// nothing to an idle publisher's latency; under load the wait is
 	// max(DelayThreshold, twice the recent Publish latency, at most
-	// 100ms), so batches
-	// fill while the previous call runs instead of leaving every
-	// DelayThreshold as many small calls.
+	// 100ms), so batches fill while the previous call runs instead of
+	// leaving every DelayThreshold as many small calls.
 	DelayThreshold time.Duration
 	// CountThreshold is the most messages in one Publish call (default 500;
 	// Pub/Sub allows 1,000).
@@ -74,40 +78,22 @@ type rpc interface {
 	Publish(ctx context.Context, req *pubsubpb.PublishRequest, opts ...gax.CallOption) (*pubsubpb.PublishResponse, error)
 }
 
-// pending is one message waiting for its batch's result.
-type pending struct {
+// outgoing is one message on its way to Pub/Sub, its caller waiting on
+// done for the result of the Publish call that carries it.
+type outgoing struct {
 	msg  *pubsubpb.PubsubMessage
 	size int
 	done chan error
 	// id is Pub/Sub's id for the message, set before done is told of success.
 	id string
-	// sent is set, under the publisher's lock, when the message leaves the
-	// queue for a Publish call; withdrawn when its caller gave up before
-	// that (it is then skipped, never sent).
-	sent, withdrawn bool
 }
 
 // Publisher publishes envelopes to one topic. Safe for concurrent use.
 type Publisher struct {
-	rpc   rpc
-	topic string
-	opts  Options
-
-	mu       sync.Mutex
-	queue    []*pending
-	bytes    int             // of the messages queued and not withdrawn
-	queued   int             // messages queued and not withdrawn
-	held     int             // bytes queued or in a Publish call (bounded by MaxBytes)
-	busyKeys map[string]bool // ordering keys with a request in flight
-	inFlight int
-	partials int           // partial batches in flight
-	rtt      time.Duration // moving average of Publish call durations
-	timer    *time.Timer
-	stopped  bool
-	idle     *sync.Cond // signalled when a request ends
-	enqueued int        // messages ever queued (for tests)
-	calls    int        // Publish calls started
-	sent     int        // messages in them
+	rpc     rpc
+	topic   string
+	opts    Options
+	batcher *batch.Batcher[*outgoing]
 }
 
 // Stats are counts since the publisher started.
@@ -118,9 +104,8 @@ type Stats struct {
 
 // Stats returns the publisher's counts.
 func (p *Publisher) Stats() Stats {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return Stats{Calls: p.calls, Messages: p.sent}
+	st := p.batcher.Stats()
+	return Stats{Calls: int(st.Calls), Messages: int(st.Sent)}
 }
 
 // New returns a publisher for topic (a short name or a full resource name)
@@ -128,6 +113,11 @@ func (p *Publisher) Stats() Stats {
 func New(client *pubsub.Client, project, topic string, opts Options) *Publisher {
 	return newPublisher(client.TopicAdminClient, gcpclient.TopicName(project, topic), opts)
 }
+
+// maxEscapeWait bounds how long queued messages wait behind a slow partial
+// batch when Publish calls are slow (a degraded Pub/Sub), unless
+// DelayThreshold asks for more.
+const maxEscapeWait = 100 * time.Millisecond
 
 func newPublisher(r rpc, topic string, opts Options) *Publisher {
 	if opts.DelayThreshold <= 0 {
@@ -148,8 +138,21 @@ func newPublisher(r rpc, topic string, opts Options) *Publisher {
 	if opts.MaxBytes <= 0 {
 		opts.MaxBytes = 64 << 20
 	}
-	p := &Publisher{rpc: r, topic: topic, opts: opts, busyKeys: map[string]bool{}}
-	p.idle = sync.NewCond(&p.mu)
+	p := &Publisher{rpc: r, topic: topic, opts: opts}
+	bo := batch.Options[*outgoing]{
+		MaxItems:    opts.CountThreshold,
+		Size:        func(o *outgoing) int { return o.size },
+		MaxBytes:    opts.ByteThreshold,
+		MaxHeld:     opts.MaxBytes,
+		MaxCalls:    opts.MaxInFlight,
+		MinWait:     opts.DelayThreshold,
+		MaxWait:     maxEscapeWait,
+		CallTimeout: opts.Timeout,
+	}
+	if !opts.DisableOrdering {
+		bo.Key = func(o *outgoing) string { return o.msg.OrderingKey }
+	}
+	p.batcher = batch.New(p.send, bo)
 	return p
 }
 
@@ -182,236 +185,63 @@ func (p *Publisher) Publish(ctx context.Context, msg *envelope.Encoded) (string,
 	for k, v := range m.Attributes {
 		size += len(k) + len(v)
 	}
-	pd := &pending{msg: m, size: size, done: make(chan error, 1)}
+	o := &outgoing{msg: m, size: size, done: make(chan error, 1)}
 	id := msg.Attributes[envelope.AttrMessageID]
 	if err := ctx.Err(); err != nil {
 		return "", fmt.Errorf("publish %s: %w (%w)", id, ErrWithdrawn, err)
 	}
-	p.mu.Lock()
-	if p.stopped {
-		p.mu.Unlock()
+	ticket, err := p.batcher.Add(ctx, o)
+	switch {
+	case errors.Is(err, batch.ErrStopped):
 		return "", ErrStopped
-	}
-	if p.held+size > p.opts.MaxBytes {
-		p.mu.Unlock()
+	case errors.Is(err, batch.ErrFull):
 		return "", fmt.Errorf("publish %s: %w", id, ErrFull)
+	case err != nil:
+		return "", fmt.Errorf("publish %s: %w", id, err)
 	}
-	p.queue = append(p.queue, pd)
-	p.bytes += size
-	p.queued++
-	p.held += size
-	p.enqueued++
-	p.dispatchLocked(false)
-	p.armLocked()
-	p.mu.Unlock()
 
 	t := time.NewTimer(p.opts.Timeout)
 	defer t.Stop()
 	var why error
 	select {
-	case err := <-pd.done:
+	case err := <-o.done:
 		if err != nil {
 			return "", fmt.Errorf("publish %s: %w", id, err)
 		}
-		return pd.id, nil
+		return o.id, nil
 	case <-ctx.Done():
 		why = ctx.Err()
 	case <-t.C:
 		why = fmt.Errorf("no confirmation within %s", p.opts.Timeout)
 	}
-	if p.withdraw(pd) {
+	if p.batcher.Withdraw(ticket) {
 		return "", fmt.Errorf("publish %s: %w (%w)", id, ErrWithdrawn, why)
 	}
 	return "", fmt.Errorf("publish %s: in a Publish call, unconfirmed: %w", id, why)
 }
 
-// withdraw takes pd out of the queue unless it is already in a Publish
-// call, and reports whether it did. A withdrawn message stays in the
-// queue's slice, skipped, until the next batch is taken.
-func (p *Publisher) withdraw(pd *pending) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if pd.sent {
-		return false
-	}
-	pd.withdrawn = true
-	pd.msg = nil // its bytes are free now
-	p.bytes -= pd.size
-	p.queued--
-	p.held -= pd.size
-	// While every call is stuck nothing takes from the queue: drop the
-	// withdrawn entries once they are most of it, so that a long outage
-	// does not grow the slice.
-	if dead := len(p.queue) - p.queued; dead > 64 && dead > p.queued {
-		live := p.queue[:0]
-		for _, q := range p.queue {
-			if !q.withdrawn {
-				live = append(live, q)
-			}
-		}
-		clear(p.queue[len(live):])
-		p.queue = live
-	}
-	return true
-}
-
-// maxEscapeWait bounds how long queued messages wait behind a slow partial
-// batch when Publish calls are slow (a degraded Pub/Sub).
-const maxEscapeWait = 100 * time.Millisecond
-
-// armLocked starts the timer that opens another call for queued messages
-// when the partial batch ahead of them is slow.
-func (p *Publisher) armLocked() {
-	if p.queued == 0 || p.timer != nil || p.stopped {
-		return
-	}
-	p.timer = time.AfterFunc(escapeWait(p.opts.DelayThreshold, p.rtt), p.flushTimer)
-}
-
-// escapeWait is how long queued messages wait behind a partial batch in
-// flight, given the delay option and the recent Publish latency: long enough
-// for the call to return as usual, never less than delay, and at most
-// maxEscapeWait unless delay asks for more.
-func escapeWait(delay, rtt time.Duration) time.Duration {
-	return max(delay, min(2*rtt, maxEscapeWait))
-}
-
-func (p *Publisher) flushTimer() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.timer = nil
-	p.dispatchLocked(true)
-	// What is left waits for a key's request or a free slot; look again
-	// after another delay.
-	p.armLocked()
-}
-
-// dispatchLocked starts requests while a slot is free and a batch is due: a
-// full batch at once; a partial one when no other partial batch is in
-// flight, or once (escape) when the timer found messages waiting too long.
-// So under load a partial batch fills while the one before it runs: the
-// number of calls follows the Publish latency, not the arrival rate.
-// Messages whose key has a request in flight stay queued, in order, behind
-// it.
-func (p *Publisher) dispatchLocked(escape bool) {
-	for p.inFlight < p.opts.MaxInFlight && p.queued > 0 {
-		full := p.queued >= p.opts.CountThreshold || p.bytes >= p.opts.ByteThreshold
-		if !full && p.partials > 0 && !escape {
-			return
-		}
-		batch, keys := p.takeLocked()
-		if len(batch) == 0 {
-			return // every queued key is busy
-		}
-		partial := !full
-		if partial {
-			p.partials++
-			escape = false
-		}
-		p.inFlight++
-		p.calls++
-		p.sent += len(batch)
-		go p.send(batch, keys, partial)
-	}
-}
-
-// takeLocked removes the next batch from the queue: messages in arrival
-// order, skipping (and keeping) those of keys already in flight, so a key is
-// never in two requests at once.
-func (p *Publisher) takeLocked() ([]*pending, []string) {
-	var batch []*pending
-	var keys []string
-	rest := p.queue[:0]
-	size := 0
-	var blocked map[string]bool
-	for _, pd := range p.queue {
-		if pd.withdrawn {
-			continue
-		}
-		k := pd.msg.OrderingKey
-		if len(batch) >= p.opts.CountThreshold || size+pd.size > p.opts.ByteThreshold && len(batch) > 0 ||
-			(k != "" && (p.busyKeys[k] || blocked[k])) {
-			if k != "" {
-				if blocked == nil {
-					blocked = map[string]bool{}
-				}
-				blocked[k] = true // later messages of this key stay behind it
-			}
-			rest = append(rest, pd)
-			continue
-		}
-		pd.sent = true
-		batch = append(batch, pd)
-		size += pd.size
-		if k != "" && !p.busyKeys[k] {
-			p.busyKeys[k] = true
-			keys = append(keys, k)
-		}
-	}
-	for i := len(rest); i < len(p.queue); i++ {
-		p.queue[i] = nil
-	}
-	p.queue = rest
-	p.bytes -= size
-	p.queued -= len(batch)
-	return batch, keys
-}
-
-// send publishes one batch and tells each of its messages the result.
-func (p *Publisher) send(batch []*pending, keys []string, partial bool) {
+// send publishes one batch and tells each of its messages the result. ctx
+// ends after the publish timeout.
+func (p *Publisher) send(ctx context.Context, batch []*outgoing) error {
 	msgs := make([]*pubsubpb.PubsubMessage, len(batch))
-	held := 0
-	for i, pd := range batch {
-		msgs[i] = pd.msg
-		held += pd.size
+	for i, o := range batch {
+		msgs[i] = o.msg
 	}
-	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), p.opts.Timeout)
 	resp, err := p.rpc.Publish(ctx, &pubsubpb.PublishRequest{Topic: p.topic, Messages: msgs})
-	cancel()
-	took := time.Since(start)
 	if err == nil && len(resp.GetMessageIds()) != len(batch) {
 		err = fmt.Errorf("pubsub answered %d message ids for %d messages", len(resp.GetMessageIds()), len(batch))
 	}
-	for i, pd := range batch {
+	for i, o := range batch {
 		if err == nil {
-			pd.id = resp.MessageIds[i]
+			o.id = resp.MessageIds[i]
 		}
-		pd.done <- err
+		o.done <- err
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, k := range keys {
-		delete(p.busyKeys, k)
-	}
-	p.held -= held
-	p.inFlight--
-	if partial {
-		p.partials--
-	}
-	if err == nil {
-		p.rtt += (took - p.rtt) / 8
-	}
-	p.idle.Broadcast()
-	// Under load the queue filled while this request ran: send it now
-	// rather than wait for the delay.
-	p.dispatchLocked(false)
-	p.armLocked()
+	return err
 }
 
-// Stop sends what is queued, waits for every request in flight, and stops
-// the publisher; later Publish calls fail with ErrStopped.
+// Stop sends what is queued, waits for every Publish call in flight, and
+// stops the publisher; later Publish calls fail with ErrStopped.
 func (p *Publisher) Stop() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.stopped = true
-	if p.timer != nil {
-		p.timer.Stop()
-		p.timer = nil
-	}
-	for p.queued > 0 || p.inFlight > 0 {
-		p.dispatchLocked(true)
-		p.idle.Wait()
-	}
-	p.queue = nil
+	p.batcher.Stop()
 }

@@ -86,9 +86,7 @@ func TestBatchesAcrossKeysAndKeepsOrder(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 10 {
 		for person := range 40 {
-			p.mu.Lock()
-			before := p.enqueued
-			p.mu.Unlock()
+			before := p.batcher.Stats().Added
 			wg.Go(func() {
 				data := fmt.Sprintf("%d-%d", person, i)
 				id, err := p.Publish(context.Background(), msg(fmt.Sprint("k", person), data))
@@ -99,10 +97,7 @@ func TestBatchesAcrossKeysAndKeepsOrder(t *testing.T) {
 				}
 			})
 			for { // wait until this one is queued: the order is then fixed
-				p.mu.Lock()
-				n := p.enqueued
-				p.mu.Unlock()
-				if n > before {
+				if p.batcher.Stats().Added > before {
 					break
 				}
 				runtime.Gosched()

@@ -93,16 +93,14 @@ func TestNothingPublishedAfterTheCallerGaveUp(t *testing.T) {
 		wg.Go(func() { _, errs[i] = p.Publish(ctx, msg(fmt.Sprint("k", i), fmt.Sprint("m-", i))) })
 	}
 	waitFor(t, "every message queued and both calls stuck", func() bool {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		return p.enqueued == n && p.inFlight == 2
+		st := p.batcher.Stats()
+		return st.Added == n && st.InFlight == 2
 	})
 	cancel()
 	wg.Wait()
 
-	p.mu.Lock()
-	queued, held := p.queued, p.held
-	p.mu.Unlock()
+	now := p.batcher.Stats()
+	queued, held := now.Queued, now.Held
 	if queued != 0 {
 		t.Errorf("after every caller gave up, %d messages still queued, want 0", queued)
 	}
@@ -179,9 +177,7 @@ func TestFullRefusesAtOnce(t *testing.T) {
 		t.Errorf("Publish(%s) = %v while Pub/Sub was stuck, want it waiting or ErrFull", id, err)
 	}
 	mu.Unlock()
-	p.mu.Lock()
-	held := p.held
-	p.mu.Unlock()
+	held := p.batcher.Stats().Held
 	if held > 20*size {
 		t.Errorf("held %d bytes, want at most MaxBytes %d", held, 20*size)
 	}
