@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/startdeliver/segment-destination/shared/batch"
 	"github.com/startdeliver/segment-destination/shared/emulatortest"
 )
 
@@ -105,14 +106,16 @@ func wiredFirestore(t *testing.T, env emulatortest.Env, h *holder) (*firestore.C
 // noEscape makes queued ops wait for the call in flight however long it
 // takes, so that a test decides what goes in which call.
 func noEscape(s *Store) *Store {
-	s.gets.minWait, s.gets.maxWait = time.Hour, time.Hour
+	o := readOptions()
+	o.MinWait, o.MaxWait = time.Hour, time.Hour
+	s.gets = batch.New(s.read, o)
 	return s
 }
 
 // waitQueued waits until n ops wait in b.
-func waitQueued(t *testing.T, b *batcher, n int) {
+func waitQueued(t *testing.T, b *batch.Batcher[*op], n int) {
 	t.Helper()
-	for b.queued() != n {
+	for b.Stats().Queued != n {
 		time.Sleep(time.Millisecond)
 	}
 }
@@ -347,7 +350,7 @@ func TestCancelledWaiterReturnsAtOnce(t *testing.T) {
 	if a := <-three; !errors.Is(a.err, context.Canceled) || a.done {
 		t.Errorf("Done(m-3) cancelled while queued = %v, %v; want context.Canceled", a.done, a.err)
 	}
-	if got := s.gets.queued(); got != 2 {
+	if got := s.gets.Stats().Queued; got != 2 {
 		t.Errorf("%d ops queued after a cancelled one left, want 2", got)
 	}
 

@@ -10,8 +10,8 @@
 //
 // Concurrent checks share Firestore round trips: the checks that arrive
 // while a read is in flight go together in one BatchGetDocuments call when
-// it returns (see batcher); a lone check goes at once. A completion record
-// is never batched: it leaves at once (Complete).
+// it returns (shared/batch, self-clocked); a lone check goes at once. A
+// completion record is never batched: it leaves at once (Complete).
 package dedupe
 
 import (
@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/startdeliver/segment-destination/shared/batch"
 	"github.com/startdeliver/segment-destination/shared/journey"
 )
 
@@ -44,7 +45,7 @@ type Store struct {
 	col    *firestore.CollectionRef
 	now    func() time.Time
 	size   int
-	gets   *batcher // Done's reads
+	gets   *batch.Batcher[*op] // Done's reads
 
 	mu    sync.Mutex
 	lru   *list.List // of string keys, most recent first
@@ -64,7 +65,7 @@ func New(client *firestore.Client, opts Options) *Store {
 		opts.Now = time.Now
 	}
 	s := &Store{client: client, col: client.Collection(opts.Collection), now: opts.Now, size: opts.CacheSize, lru: list.New(), index: map[string]*list.Element{}}
-	s.gets = newBatcher(maxBatch, s.read)
+	s.gets = batch.New(s.read, readOptions())
 	return s
 }
 
@@ -93,8 +94,11 @@ func (s *Store) Done(ctx context.Context, accountID, messageID string) (bool, er
 	if err := ctx.Err(); err != nil {
 		return false, fmt.Errorf("read completion %s: %w", messageID, err)
 	}
-	o := newOp(ctx, k, nil)
-	s.gets.add(o)
+	o := &op{key: k, done: make(chan result, 1)}
+	ticket, err := s.gets.Add(ctx, o)
+	if err != nil {
+		return false, fmt.Errorf("read completion %s: %w", messageID, err)
+	}
 	select {
 	case r := <-o.done:
 		if r.err != nil {
@@ -102,7 +106,7 @@ func (s *Store) Done(ctx context.Context, accountID, messageID string) (bool, er
 		}
 		return r.completed, nil
 	case <-ctx.Done():
-		s.gets.drop(o)
+		s.gets.Withdraw(ticket)
 		return false, fmt.Errorf("read completion %s: %w", messageID, ctx.Err())
 	}
 }
