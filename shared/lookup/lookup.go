@@ -17,23 +17,35 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/startdeliver/segment-destination/shared/failure"
 )
 
-// Entity is a user or customer as Startdeliver answers it (numbers as
-// json.Number).
+// Entity is a user or customer as Startdeliver answers it: top-level fields
+// keyed by name or custom field alias, numbers as json.Number so that ids
+// and values keep their exact text. It is the one answer type, for
+// deliver's client and for explain.
 type Entity map[string]any
 
-// ID returns the entity's numeric id.
+// ID returns the entity's numeric id, or 0 and false when it has none (0 is
+// no id). Startdeliver sends ids as JSON numbers; a numeric string is
+// accepted too.
 func (e Entity) ID() (int64, bool) {
 	switch v := e["id"].(type) {
 	case json.Number:
 		i, err := v.Int64()
-		return i, err == nil
+		return i, err == nil && i != 0
 	case float64:
-		return int64(v), v == float64(int64(v))
+		return int64(v), v != 0 && v == float64(int64(v))
+	case int64:
+		return v, v != 0
+	case int:
+		return int64(v), v != 0
+	case string:
+		i, err := strconv.ParseInt(v, 10, 64)
+		return i, err == nil && i != 0
 	}
 	return 0, false
 }

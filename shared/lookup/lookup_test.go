@@ -104,3 +104,26 @@ func TestDiff(t *testing.T) {
 		})
 	}
 }
+
+func TestEntityID(t *testing.T) {
+	tests := []struct {
+		id     any
+		want   int64
+		wantOK bool
+	}{
+		{json.Number("42"), 42, true},
+		{json.Number("0"), 0, false},
+		{json.Number("4.5"), 0, false},
+		{42.0, 42, true},
+		{4.5, 4, false},
+		{"42", 42, true},
+		{"x", 0, false},
+		{nil, 0, false},
+	}
+	for _, tt := range tests {
+		got, ok := Entity{"id": tt.id}.ID()
+		if ok != tt.wantOK || (ok && got != tt.want) {
+			t.Errorf("Entity{id: %#v}.ID() = %d, %v, want %d, %v", tt.id, got, ok, tt.want, tt.wantOK)
+		}
+	}
+}

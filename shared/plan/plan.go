@@ -70,7 +70,7 @@ type Plan struct {
 // Upsert is a planned step on a Startdeliver user or customer: find it by
 // Match, then update it with Update when it exists or create it with Create
 // when it does not. (An entity as Startdeliver answers it is
-// startdeliver.Entity.)
+// lookup.Entity.)
 type Upsert struct {
 	// Match is the search filter.
 	Match Match `json:"match"`
@@ -82,7 +82,8 @@ type Upsert struct {
 	Update map[string]any `json:"update,omitempty"`
 }
 
-// Match is a filter on one field: {"filter":{Field: Value}}.
+// Match is a filter on one field: {"filter":{Field: Value}}. It is the one
+// match type: deliver's Startdeliver client finds by it.
 type Match struct {
 	// Field is a custom field alias, a standard field name, or "email".
 	Field string `json:"field"`

@@ -103,7 +103,7 @@ func (a *applier) apply(ctx context.Context, j job) (userID, customerID int64, e
 // upsert finds the entity, updates what changed, or creates it. extra are
 // fields to set on top of the plan's (the user's link to its customer).
 func (a *applier) upsert(ctx context.Context, j job, kind startdeliver.Kind, e *plan.Upsert, extra startdeliver.Fields) (int64, error) {
-	m := startdeliver.Match{Field: e.Match.Field, Value: e.Match.Value}
+	m := e.Match
 	key := idKey(j.accountID, j.acct.BaseURL, kind, m)
 	update := merge(startdeliver.Fields(e.Update), extra)
 	if len(update) == 0 {
@@ -153,7 +153,7 @@ func (a *applier) upsert(ctx context.Context, j job, kind startdeliver.Kind, e *
 // it creates it and the others wait for its result without holding a slot;
 // across instances a claim does the same. mine reports whether this event's
 // fields made it.
-func (a *applier) create(ctx context.Context, j job, kind startdeliver.Kind, idKey string, m startdeliver.Match, fields startdeliver.Fields) (id int64, mine bool, err error) {
+func (a *applier) create(ctx context.Context, j job, kind startdeliver.Kind, idKey string, m plan.Match, fields startdeliver.Fields) (id int64, mine bool, err error) {
 	key := identity.Key(j.accountID, string(kind), m.Field, m.Value)
 	a.mu.Lock()
 	c, waiting := a.creating[key]
@@ -185,7 +185,7 @@ func (a *applier) create(ctx context.Context, j job, kind startdeliver.Kind, idK
 	return c.id, mine, c.err
 }
 
-func (a *applier) createOnce(ctx context.Context, j job, key string, kind startdeliver.Kind, m startdeliver.Match, fields startdeliver.Fields) (int64, bool, error) {
+func (a *applier) createOnce(ctx context.Context, j job, key string, kind startdeliver.Kind, m plan.Match, fields startdeliver.Fields) (int64, bool, error) {
 	// A claim another instance holds is waited for without a slot.
 	j.turn.pause()
 	cl, err := a.claims.Acquire(ctx, key)

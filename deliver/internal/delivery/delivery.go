@@ -282,7 +282,7 @@ func (p *Processor) deliver(ctx context.Context, m Message, env *envelope.Messag
 		return p.out.done(ctx, j, OutcomeSkipped, pl.SkipClass)
 	}
 	// apply
-	acct := startdeliver.Account{APIKey: env.APIKey, BaseURL: entry.Account.StartdeliverAPIURL}
+	acct := startdeliver.Account{ID: env.AccountID, APIKey: env.APIKey, BaseURL: entry.Account.StartdeliverAPIURL}
 	j.userID, j.customer, err = p.apply.apply(startdeliver.WithCalls(ctx, j.calls),
 		job{acct: acct, accountID: env.AccountID, turn: t, plan: pl, received: env.ReceivedAt})
 	t.release()

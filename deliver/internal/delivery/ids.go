@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver"
+	"github.com/startdeliver/segment-destination/shared/plan"
 )
 
 // CacheConfig bounds the applier's id cache: (account, kind, field, value)
@@ -70,7 +71,7 @@ func newIDs(cfg CacheConfig) *ids {
 // idKey names an entity by the account's id (the key's hash, never the
 // key), its base URL, the kind, the field and the value's JSON form (so 5
 // and "5" differ, as they do in a Startdeliver filter).
-func idKey(accountID, baseURL string, kind startdeliver.Kind, m startdeliver.Match) string {
+func idKey(accountID, baseURL string, kind startdeliver.Kind, m plan.Match) string {
 	v, err := json.Marshal(m.Value)
 	if err != nil {
 		v = []byte("?")

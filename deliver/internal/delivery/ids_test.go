@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver"
+	"github.com/startdeliver/segment-destination/shared/plan"
 )
 
 // fakeClock is a settable clock for cache expiry.
@@ -27,7 +28,7 @@ func TestIDCache(t *testing.T) {
 	known := map[string]int64{"a": 1, "b": 2, "c": 3}
 	finds := 0
 	key := func(acct, v string) string {
-		return idKey(acct, "", startdeliver.KindUser, startdeliver.Match{Field: "externalId", Value: v})
+		return idKey(acct, "", startdeliver.KindUser, plan.Match{Field: "externalId", Value: v})
 	}
 	lookup := func(acct, v string) (int64, error) {
 		return c.lookup(ctx, key(acct, v), func(context.Context) (int64, error) {
@@ -75,8 +76,8 @@ func TestIDCache(t *testing.T) {
 			t.Fatalf("after %q: finds = %d, want %d", s.name, finds, s.wantFinds)
 		}
 	}
-	if k5, k5s := idKey("a", "", startdeliver.KindUser, startdeliver.Match{Field: "f", Value: 5}),
-		idKey("a", "", startdeliver.KindUser, startdeliver.Match{Field: "f", Value: "5"}); k5 == k5s {
+	if k5, k5s := idKey("a", "", startdeliver.KindUser, plan.Match{Field: "f", Value: 5}),
+		idKey("a", "", startdeliver.KindUser, plan.Match{Field: "f", Value: "5"}); k5 == k5s {
 		t.Errorf("idKey(5) = idKey(\"5\") = %q, want them apart (a filter tells them apart)", k5)
 	}
 }

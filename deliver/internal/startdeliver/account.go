@@ -1,19 +1,24 @@
 package startdeliver
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
+
+	"github.com/startdeliver/segment-destination/shared/envelope"
 )
 
 // Account is the credential of one Startdeliver account, passed with every
 // call. It is a value: the client keeps no account registry.
 //
 // The key is a secret. String, Format (every verb, %#v included) and
-// LogValue print only a short hash of it, so an Account can be logged or
-// wrapped into an error without leaking the key.
+// LogValue print only the start of the account's id (the key's hash), so an
+// Account can be logged or wrapped into an error without leaking the key.
 type Account struct {
+	// ID is the account's id, envelope.AccountID of the key: it names the
+	// account's rate limiter and its log lines. deliver has it from the
+	// message; NewAccount computes it. Empty means it is computed from the
+	// key on each use.
+	ID string
 	// APIKey is the raw Startdeliver API key, sent as the Authorization header.
 	APIKey string
 	// BaseURL overrides the client's default base URL for this account
@@ -21,23 +26,29 @@ type Account struct {
 	BaseURL string
 }
 
-// KeyHash returns the lowercase hex SHA-256 of the API key: the same value
-// that names the account's Firestore document, safe to log and to use as a map key.
-func (a Account) KeyHash() string {
-	sum := sha256.Sum256([]byte(a.APIKey))
-	return hex.EncodeToString(sum[:])
+// NewAccount returns the Account of apiKey at baseURL ("" for the
+// default), with its ID computed once.
+func NewAccount(apiKey, baseURL string) Account {
+	return Account{ID: envelope.AccountID(apiKey), APIKey: apiKey, BaseURL: baseURL}
 }
 
-// ShortKeyHash returns the first 12 hex digits of KeyHash, enough to tell
-// accounts apart in logs.
-func (a Account) ShortKeyHash() string { return a.KeyHash()[:12] }
+func (a Account) id() string {
+	if a.ID != "" {
+		return a.ID
+	}
+	return envelope.AccountID(a.APIKey)
+}
 
-// String describes the account by its key hash, never by its key.
+// ShortID returns the first 12 hex digits of the account's id, enough to
+// tell accounts apart in logs.
+func (a Account) ShortID() string { return a.id()[:12] }
+
+// String describes the account by its id, never by its key.
 func (a Account) String() string {
 	if a.BaseURL == "" {
-		return "account(" + a.ShortKeyHash() + ")"
+		return "account(" + a.ShortID() + ")"
 	}
-	return "account(" + a.ShortKeyHash() + " at " + a.BaseURL + ")"
+	return "account(" + a.ShortID() + " at " + a.BaseURL + ")"
 }
 
 // Format implements fmt.Formatter so that every verb, %#v and %+v included,
@@ -47,9 +58,10 @@ func (a Account) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(a.String())
 // GoString implements fmt.GoStringer with the redacted form.
 func (a Account) GoString() string { return a.String() }
 
-// LogValue implements slog.LogValuer: logs see the key hash and base URL only.
+// LogValue implements slog.LogValuer: logs see the account's short id and
+// base URL only.
 func (a Account) LogValue() slog.Value {
-	attrs := []slog.Attr{slog.String("key_hash", a.ShortKeyHash())}
+	attrs := []slog.Attr{slog.String("key_hash", a.ShortID())}
 	if a.BaseURL != "" {
 		attrs = append(attrs, slog.String("base_url", a.BaseURL))
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver/startdelivertest"
 	"github.com/startdeliver/segment-destination/shared/account"
 	"github.com/startdeliver/segment-destination/shared/failure"
+	"github.com/startdeliver/segment-destination/shared/plan"
 )
 
 // TestCallTimeURLRefusal: an account whose startdeliverApiUrl the allow-list
@@ -28,7 +29,7 @@ func TestCallTimeURLRefusal(t *testing.T) {
 	policy := account.APIURLPolicy{} // production: app.startdeliver.com only, no loopback
 	c := startdeliver.New(startdeliver.Options{DefaultBaseURL: "http://127.0.0.1:1/api/v1", CheckBaseURL: policy.Check, Retry: fastRetry})
 	acct := startdeliver.Account{APIKey: testKey, BaseURL: attacker.URL + "/api/v1"}
-	_, err := c.Find(context.Background(), acct, startdeliver.KindUser, startdeliver.Match{Field: "externalId", Value: "u1"})
+	_, err := c.Find(context.Background(), acct, startdeliver.KindUser, plan.Match{Field: "externalId", Value: "u1"})
 	if err == nil {
 		t.Fatal("Find() to a refused URL succeeded")
 	}
@@ -78,7 +79,7 @@ func TestRedirectRefused(t *testing.T) {
 			tc.opts.DefaultBaseURL = redirector.URL + "/api/v1"
 			tc.opts.Retry = fastRetry
 			c := startdeliver.New(tc.opts)
-			_, err := c.Find(context.Background(), startdeliver.Account{APIKey: testKey}, startdeliver.KindUser, startdeliver.Match{Field: "externalId", Value: "u1"})
+			_, err := c.Find(context.Background(), startdeliver.Account{APIKey: testKey}, startdeliver.KindUser, plan.Match{Field: "externalId", Value: "u1"})
 			var ae *startdeliver.APIError
 			if !errors.As(err, &ae) || ae.StatusCode != http.StatusTemporaryRedirect || ae.Retryable() {
 				t.Fatalf("Find() through a redirect = %v, want a permanent APIError 307", err)

@@ -34,6 +34,8 @@ import (
 
 	"github.com/startdeliver/segment-destination/deliver/internal/retry"
 	"github.com/startdeliver/segment-destination/shared/failure"
+	"github.com/startdeliver/segment-destination/shared/lookup"
+	"github.com/startdeliver/segment-destination/shared/plan"
 )
 
 // ClassAPIURLRefused is the permanent failure of an account whose
@@ -290,7 +292,7 @@ func (c *Client) do(ctx context.Context, acct Account, cl call, out any) error {
 	}
 	if acct.BaseURL != "" && c.checkURL != nil {
 		if err := c.checkURL(acct.BaseURL); err != nil {
-			return failure.Permanent(ClassAPIURLRefused, fmt.Errorf("startdeliver %s %s: account %s: startdeliverApiUrl refused: %w", cl.method, cl.route, acct.ShortKeyHash(), err))
+			return failure.Permanent(ClassAPIURLRefused, fmt.Errorf("startdeliver %s %s: account %s: startdeliverApiUrl refused: %w", cl.method, cl.route, acct.ShortID(), err))
 		}
 	}
 	var body []byte
@@ -305,7 +307,7 @@ func (c *Client) do(ctx context.Context, acct Account, cl call, out any) error {
 		ctx, cancel = context.WithTimeout(ctx, c.retry.Budget)
 		defer cancel()
 	}
-	lim := c.limiters.get(acct.KeyHash())
+	lim := c.limiters.get(acct.id())
 	for attempt := 1; ; attempt++ {
 		pause, ok, err := lim.wait(ctx, c.left(ctx))
 		if err != nil {
@@ -455,7 +457,7 @@ func stripURL(err error, key string) error {
 
 // Find returns the first entity of kind whose field m.Field equals m.Value,
 // or ErrNotFound.
-func (c *Client) Find(ctx context.Context, acct Account, kind Kind, m Match) (Entity, error) {
+func (c *Client) Find(ctx context.Context, acct Account, kind Kind, m plan.Match) (lookup.Entity, error) {
 	if !kind.valid() {
 		return nil, fmt.Errorf("startdeliver: find: unknown kind %q", kind)
 	}
@@ -476,7 +478,7 @@ func (c *Client) Find(ctx context.Context, acct Account, kind Kind, m Match) (En
 		}
 	}
 	var ans struct {
-		Result []Entity `json:"result"`
+		Result []lookup.Entity `json:"result"`
 	}
 	if err := c.do(ctx, acct, cl, &ans); err != nil {
 		return nil, err
@@ -492,11 +494,11 @@ func (c *Client) Find(ctx context.Context, acct Account, kind Kind, m Match) (En
 
 // Create creates an entity of kind with fields and returns it, with its id.
 // It is not idempotent: see Retry for when it is retried.
-func (c *Client) Create(ctx context.Context, acct Account, kind Kind, f Fields) (Entity, error) {
+func (c *Client) Create(ctx context.Context, acct Account, kind Kind, f Fields) (lookup.Entity, error) {
 	if !kind.valid() {
 		return nil, fmt.Errorf("startdeliver: create: unknown kind %q", kind)
 	}
-	var e Entity
+	var e lookup.Entity
 	cl := call{method: http.MethodPost, route: "/" + string(kind), path: "/" + string(kind), body: f, creates: true}
 	if err := c.do(ctx, acct, cl, &e); err != nil {
 		return nil, err
@@ -509,11 +511,11 @@ func (c *Client) Create(ctx context.Context, acct Account, kind Kind, f Fields) 
 
 // Update PATCHes the given fields (send only what changed: lookup.Diff) on
 // the entity with id and returns the entity. A 404 is ErrNotFound.
-func (c *Client) Update(ctx context.Context, acct Account, kind Kind, id int64, f Fields) (Entity, error) {
+func (c *Client) Update(ctx context.Context, acct Account, kind Kind, id int64, f Fields) (lookup.Entity, error) {
 	if !kind.valid() {
 		return nil, fmt.Errorf("startdeliver: update: unknown kind %q", kind)
 	}
-	var e Entity
+	var e lookup.Entity
 	cl := call{method: http.MethodPatch, route: "/" + string(kind) + "/{id}", path: "/" + string(kind) + "/" + strconv.FormatInt(id, 10), body: f}
 	if err := c.do(ctx, acct, cl, &e); err != nil {
 		return nil, err
@@ -524,11 +526,11 @@ func (c *Client) Update(ctx context.Context, acct Account, kind Kind, id int64, 
 // RecordUsage creates one usage record and returns Startdeliver's answer.
 // A 404 (unknown user or customer id) is ErrNotFound: the caller's cached
 // ids are stale.
-func (c *Client) RecordUsage(ctx context.Context, acct Account, u Usage) (Entity, error) {
+func (c *Client) RecordUsage(ctx context.Context, acct Account, u Usage) (lookup.Entity, error) {
 	if err := u.validate(); err != nil {
 		return nil, failure.Permanent(ClassRefused, fmt.Errorf("startdeliver: %w", err))
 	}
-	var e Entity
+	var e lookup.Entity
 	// Not marked creates: a failed usage post is posted again in process,
 	// as a redelivery would post it (its externalId is the messageId).
 	cl := call{method: http.MethodPost, route: "/usage", path: "/usage", body: u.body()}

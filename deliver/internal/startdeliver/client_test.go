@@ -23,6 +23,8 @@ import (
 	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver"
 	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver/startdelivertest"
 	"github.com/startdeliver/segment-destination/shared/failure"
+	"github.com/startdeliver/segment-destination/shared/lookup"
+	"github.com/startdeliver/segment-destination/shared/plan"
 )
 
 const testKey = "sd-test-key-0123456789abcdef"
@@ -43,7 +45,7 @@ func newTestClient(t *testing.T, opts startdeliver.Options) (*startdeliver.Clien
 	return startdeliver.New(opts), srv, startdeliver.Account{APIKey: testKey}
 }
 
-func mustID(t *testing.T, e startdeliver.Entity) int64 {
+func mustID(t *testing.T, e lookup.Entity) int64 {
 	t.Helper()
 	id, ok := e.ID()
 	if !ok {
@@ -67,7 +69,7 @@ func TestEntityCalls(t *testing.T) {
 	}
 	userID := mustID(t, user)
 
-	for _, m := range []startdeliver.Match{{Field: "externalId", Value: "u-1"}, {Field: "email", Value: "ada@example.com"}, {Field: "customer", Value: custID}} {
+	for _, m := range []plan.Match{{Field: "externalId", Value: "u-1"}, {Field: "email", Value: "ada@example.com"}, {Field: "customer", Value: custID}} {
 		got, err := c.Find(ctx, acct, startdeliver.KindUser, m)
 		if err != nil {
 			t.Fatalf("Find(user, %v) error = %v", m, err)
@@ -76,11 +78,11 @@ func TestEntityCalls(t *testing.T) {
 			t.Errorf("Find(user, %v) id = %d, want %d", m, id, userID)
 		}
 	}
-	got, err := c.Find(ctx, acct, startdeliver.KindCustomer, startdeliver.Match{Field: "customfieldCustomId", Value: 42})
+	got, err := c.Find(ctx, acct, startdeliver.KindCustomer, plan.Match{Field: "customfieldCustomId", Value: 42})
 	if err != nil || mustID(t, got) != custID {
 		t.Fatalf("Find(customer by number) = %v, %v, want id %d", got, err, custID)
 	}
-	if _, err := c.Find(ctx, acct, startdeliver.KindUser, startdeliver.Match{Field: "externalId", Value: "nobody"}); !errors.Is(err, startdeliver.ErrNotFound) {
+	if _, err := c.Find(ctx, acct, startdeliver.KindUser, plan.Match{Field: "externalId", Value: "nobody"}); !errors.Is(err, startdeliver.ErrNotFound) {
 		t.Errorf("Find(unknown) error = %v, want ErrNotFound", err)
 	}
 
@@ -119,7 +121,7 @@ func TestFindLongURLUsesMethodOverride(t *testing.T) {
 	long := strings.Repeat("é", 3000) // 6 bytes per rune once URL-encoded
 	id := srv.AddUser(testKey, map[string]any{"externalId": long})
 
-	got, err := c.Find(ctx, acct, startdeliver.KindUser, startdeliver.Match{Field: "externalId", Value: long})
+	got, err := c.Find(ctx, acct, startdeliver.KindUser, plan.Match{Field: "externalId", Value: long})
 	if err != nil || mustID(t, got) != id {
 		t.Fatalf("Find(long value) = %v, %v, want id %d", got, err, id)
 	}
@@ -129,7 +131,7 @@ func TestFindLongURLUsesMethodOverride(t *testing.T) {
 	}
 
 	srv.ResetCounters()
-	if _, err := c.Find(ctx, acct, startdeliver.KindUser, startdeliver.Match{Field: "externalId", Value: "short"}); !errors.Is(err, startdeliver.ErrNotFound) {
+	if _, err := c.Find(ctx, acct, startdeliver.KindUser, plan.Match{Field: "externalId", Value: "short"}); !errors.Is(err, startdeliver.ErrNotFound) {
 		t.Fatalf("Find(short) error = %v, want ErrNotFound", err)
 	}
 	reqs = srv.Requests()
@@ -146,13 +148,13 @@ func TestRecordUsage(t *testing.T) {
 	ts := time.Date(2024, 5, 6, 7, 8, 9, 123456789, time.FixedZone("CEST", 2*3600))
 
 	if _, err := c.RecordUsage(ctx, acct, startdeliver.Usage{
-		User: userID, Customer: custID, Type: startdeliver.UsageTrack, Name: "Order Completed",
+		User: userID, Customer: custID, Type: plan.UsageTrack, Name: "Order Completed",
 		Timestamp: ts, Properties: map[string]any{"total": 12.5, "sku": "A"}, ExternalID: "msg-1",
 	}); err != nil {
 		t.Fatalf("RecordUsage(track) error = %v", err)
 	}
 	if _, err := c.RecordUsage(ctx, acct, startdeliver.Usage{
-		User: userID, Type: startdeliver.UsagePage, Name: "/pricing", Timestamp: ts, ExternalID: "msg-2",
+		User: userID, Type: plan.UsagePage, Name: "/pricing", Timestamp: ts, ExternalID: "msg-2",
 	}); err != nil {
 		t.Fatalf("RecordUsage(page) error = %v", err)
 	}
@@ -172,16 +174,16 @@ func TestRecordUsage(t *testing.T) {
 		t.Errorf("stored usage mismatch (-want +got):\n%s", diff)
 	}
 
-	_, err := c.RecordUsage(ctx, acct, startdeliver.Usage{User: 999999, Type: startdeliver.UsageTrack, Name: "x", Timestamp: ts})
+	_, err := c.RecordUsage(ctx, acct, startdeliver.Usage{User: 999999, Type: plan.UsageTrack, Name: "x", Timestamp: ts})
 	if !errors.Is(err, startdeliver.ErrNotFound) {
 		t.Errorf("RecordUsage(unknown user) error = %v, want ErrNotFound", err)
 	}
 	srv.ResetCounters()
 	for _, u := range []startdeliver.Usage{
-		{Type: startdeliver.UsageTrack, Name: "x", Timestamp: ts},
+		{Type: plan.UsageTrack, Name: "x", Timestamp: ts},
 		{User: userID, Type: "identify", Name: "x", Timestamp: ts},
-		{User: userID, Type: startdeliver.UsageTrack, Timestamp: ts},
-		{User: userID, Type: startdeliver.UsageTrack, Name: "x"},
+		{User: userID, Type: plan.UsageTrack, Timestamp: ts},
+		{User: userID, Type: plan.UsageTrack, Name: "x"},
 	} {
 		if _, err := c.RecordUsage(ctx, acct, u); err == nil || startdeliver.IsRetryable(err) {
 			t.Errorf("RecordUsage(%+v) error = %v, want a permanent validation error", u, err)
@@ -387,7 +389,7 @@ func TestContextCancellation(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		srv.ResetCounters()
-		_, err := c.Find(ctx, acct, startdeliver.KindUser, startdeliver.Match{Field: "email", Value: "a@b"})
+		_, err := c.Find(ctx, acct, startdeliver.KindUser, plan.Match{Field: "email", Value: "a@b"})
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("Find() error = %v, want context.Canceled", err)
 		}
@@ -401,7 +403,7 @@ func TestContextCancellation(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		errc := make(chan error, 1)
 		go func() {
-			_, err := c.Find(ctx, acct, startdeliver.KindUser, startdeliver.Match{Field: "email", Value: "a@b"})
+			_, err := c.Find(ctx, acct, startdeliver.KindUser, plan.Match{Field: "email", Value: "a@b"})
 			errc <- err
 		}()
 		waitFor(t, func() bool { return srv.Calls("GET /user") > 0 })
@@ -470,7 +472,7 @@ func TestTracePropagationAndSpanNames(t *testing.T) {
 	c, srv, acct := newTestClient(t, startdeliver.Options{TracerProvider: tp, Propagators: propagation.TraceContext{}})
 
 	ctx, parent := tp.Tracer("test").Start(context.Background(), "event")
-	_, _ = c.Find(ctx, acct, startdeliver.KindUser, startdeliver.Match{Field: "email", Value: "secret-ish@example.com"})
+	_, _ = c.Find(ctx, acct, startdeliver.KindUser, plan.Match{Field: "email", Value: "secret-ish@example.com"})
 	id := srv.AddUser(testKey, map[string]any{"a": 1})
 	_, _ = c.Update(ctx, acct, startdeliver.KindUser, id, startdeliver.Fields{"a": 2})
 	parent.End()
@@ -593,12 +595,12 @@ func TestRefusedAndMalformedArePermanent(t *testing.T) {
 		t.Errorf("RecordUsage(no user) = %v (class %q, %d calls), want permanent %q and no call", err, failure.Class(err), srv.TotalCalls(), startdeliver.ClassRefused)
 	}
 	srv.FailNext(1, startdelivertest.Fault{Status: 200, Body: "not json"})
-	_, err = c.Find(ctx, acct, startdeliver.KindUser, startdeliver.Match{Field: "externalId", Value: "u"})
+	_, err = c.Find(ctx, acct, startdeliver.KindUser, plan.Match{Field: "externalId", Value: "u"})
 	if !failure.IsPermanent(err) || failure.Class(err) != startdeliver.ClassMalformed {
 		t.Errorf("Find(2xx not JSON) = %v (class %q), want permanent %q", err, failure.Class(err), startdeliver.ClassMalformed)
 	}
 	srv.FailNext(1, startdelivertest.Fault{Status: 400})
-	_, err = c.Find(ctx, acct, startdeliver.KindUser, startdeliver.Match{Field: "externalId", Value: "u"})
+	_, err = c.Find(ctx, acct, startdeliver.KindUser, plan.Match{Field: "externalId", Value: "u"})
 	var ae *startdeliver.APIError
 	if !failure.IsPermanent(err) || failure.Class(err) != startdeliver.ClassRejected || !errors.As(err, &ae) {
 		t.Errorf("Find(400) = %v (class %q), want a permanent *APIError of class %q", err, failure.Class(err), startdeliver.ClassRejected)

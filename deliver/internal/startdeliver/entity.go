@@ -1,10 +1,10 @@
 package startdeliver
 
 import (
-	"encoding/json"
 	"fmt"
-	"strconv"
 	"time"
+
+	"github.com/startdeliver/segment-destination/shared/plan"
 )
 
 // Kind names a Startdeliver entity that the client finds, creates and updates.
@@ -18,30 +18,9 @@ const (
 
 func (k Kind) valid() bool { return k == KindUser || k == KindCustomer }
 
-// Entity is a user or customer as Startdeliver answers it: top-level fields
-// keyed by name or custom field alias. Numbers decode as json.Number so that
-// ids and values keep their exact text.
-type Entity map[string]any
-
-// ID returns the entity's numeric id, or 0 and false when it has none.
-func (e Entity) ID() (int64, bool) { return toID(e["id"]) }
-
 // Fields are the fields to write on an entity, keyed by name or custom field
 // alias. A user's "customer" holds the customer's id.
 type Fields map[string]any
-
-// Match selects one entity by a field: a custom field alias or "email", and
-// the value it must hold.
-type Match struct {
-	Field string
-	Value any
-}
-
-// Usage types Startdeliver accepts on a usage record.
-const (
-	UsageTrack = "track"
-	UsagePage  = "page"
-)
 
 // Usage is one usage record: what a track, page or screen event becomes.
 type Usage struct {
@@ -49,7 +28,7 @@ type Usage struct {
 	User int64
 	// Customer is the customer's id; 0 leaves it out.
 	Customer int64
-	// Type is UsageTrack or UsagePage.
+	// Type is plan.UsageTrack or plan.UsagePage.
 	Type string
 	// Name is the event or page name.
 	Name string
@@ -86,32 +65,12 @@ func (u Usage) validate() error {
 	switch {
 	case u.User == 0:
 		return fmt.Errorf("usage record: no user id")
-	case u.Type != UsageTrack && u.Type != UsagePage:
-		return fmt.Errorf("usage record: type %q is not %q or %q", u.Type, UsageTrack, UsagePage)
+	case u.Type != plan.UsageTrack && u.Type != plan.UsagePage:
+		return fmt.Errorf("usage record: type %q is not %q or %q", u.Type, plan.UsageTrack, plan.UsagePage)
 	case u.Name == "":
 		return fmt.Errorf("usage record: no name")
 	case u.Timestamp.IsZero():
 		return fmt.Errorf("usage record: no timestamp")
 	}
 	return nil
-}
-
-// toID reads an id that Startdeliver sends as a JSON number (or, leniently, a
-// numeric string).
-func toID(v any) (int64, bool) {
-	switch t := v.(type) {
-	case json.Number:
-		i, err := t.Int64()
-		return i, err == nil && i != 0
-	case float64:
-		return int64(t), t != 0 && t == float64(int64(t))
-	case int64:
-		return t, t != 0
-	case int:
-		return int64(t), t != 0
-	case string:
-		i, err := strconv.ParseInt(t, 10, 64)
-		return i, err == nil && i != 0
-	}
-	return 0, false
 }

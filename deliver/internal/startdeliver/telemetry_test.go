@@ -13,6 +13,7 @@ import (
 
 	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver"
 	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver/startdelivertest"
+	"github.com/startdeliver/segment-destination/shared/plan"
 )
 
 // TestCallLatencyAndStatusByRoute: every attempt is one client span and one
@@ -27,7 +28,7 @@ func TestCallLatencyAndStatusByRoute(t *testing.T) {
 	ctx := context.Background()
 
 	id := srv.AddUser(testKey, map[string]any{"a": 1})
-	if _, err := c.Find(ctx, acct, startdeliver.KindUser, startdeliver.Match{Field: "a", Value: 1}); err != nil {
+	if _, err := c.Find(ctx, acct, startdeliver.KindUser, plan.Match{Field: "a", Value: 1}); err != nil {
 		t.Fatalf("Find = %v", err)
 	}
 	srv.FailNext(1, startdelivertest.Fault{Status: 503, Route: "PATCH /user/{id}"})
