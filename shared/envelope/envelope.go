@@ -130,7 +130,7 @@ func Encode(m *Message) (*Encoded, error) {
 	if m.AccountID == "" || m.APIKey == "" && len(m.SealedKey) == 0 {
 		return nil, errors.New("encode envelope: no account")
 	}
-	data, err := appendBody(make([]byte, 0, 2048), m)
+	data, err := appendBody(make([]byte, 0, max(2048, m.Event.SizeHint()+1024)), m)
 	if err != nil {
 		return nil, fmt.Errorf("encode envelope %s: %w", m.Event.MessageID, err)
 	}
@@ -184,8 +184,11 @@ func appendBody(b []byte, m *Message) ([]byte, error) {
 	if len(m.Trace) > 0 {
 		field("trace", m.Trace)
 	}
-	field("event", m.Event.Raw)
 	if err != nil {
+		return nil, err
+	}
+	b = append(b, `,"event":`...)
+	if b, err = m.Event.AppendJSON(b); err != nil {
 		return nil, fmt.Errorf("event: %w", err)
 	}
 	return append(b, '}'), nil

@@ -1,6 +1,7 @@
 package segment
 
 import (
+	"bytes"
 	"fmt"
 
 	json "github.com/segmentio/encoding/json"
@@ -48,6 +49,22 @@ type Batch struct {
 
 	// encoded sizes of each outer key/value pair, computed on first Merge
 	pairs map[string]map[string]int
+
+	// For Event and the merge of views: the body, each item's span and
+	// members (from the pre-pass), and the outer context and
+	// integrations as they came.
+	data        []byte
+	spans       []Span
+	itemMembers [][]Member
+	outerRaw    [2][]byte    // context, integrations; nil when absent or null
+	outerPairs  [2][]rawPair // their members, computed on first merge
+}
+
+// rawPair is one member of an outer object: its key, and the member's bytes
+// ("key":value).
+type rawPair struct {
+	key string
+	kv  []byte
 }
 
 // DecodeBatch parses a /v1/batch body. It runs the pre-pass over the whole
@@ -104,6 +121,7 @@ func DecodeScannedBatch(data []byte, s *Scanner) (*Batch, error) {
 	for i, sp := range items {
 		b.Items[i] = data[sp.Start:sp.End:sp.End]
 	}
+	b.data, b.spans, b.itemMembers = data, items, s.ItemMembers(p.i)
 	outer := 0
 	for _, key := range []string{"context", "integrations"} {
 		if p, ok := chosen[key]; ok {
@@ -132,10 +150,11 @@ func DecodeScannedBatch(data []byte, s *Scanner) (*Batch, error) {
 		if err != nil {
 			return nil, &FieldError{Field: key, Msg: "want an object"}
 		}
+		raw := data[m.Value.Start:m.Value.End:m.Value.End]
 		if key == "context" {
-			b.Context = obj
+			b.Context, b.outerRaw[0] = obj, raw
 		} else {
-			b.Integrations = obj
+			b.Integrations, b.outerRaw[1] = obj, raw
 		}
 	}
 	if n := len(b.Context) + len(b.Integrations); n > MaxOuterKeys {
@@ -159,6 +178,9 @@ func DecodeScannedBatch(data []byte, s *Scanner) (*Batch, error) {
 // to the event's JSON, so that the caller can bound the event as it will be
 // published.
 func (b *Batch) Merge(e *Event) (added int) {
+	if e.view != nil {
+		return b.mergeView(e.view)
+	}
 	var n int
 	e.Context, n = b.mergeInto(e.Raw, "context", b.Context)
 	added += n
@@ -213,4 +235,121 @@ func (b *Batch) pairSizes(key string, outer map[string]any) map[string]int {
 	}
 	b.pairs[key] = s
 	return s
+}
+
+// Event decodes item i as a view (see DecodeView) from the members the
+// pre-pass recorded, without scanning its bytes again. Its errors are
+// Decode's for the item alone (offsets from the item's start).
+func (b *Batch) Event(i int) (*Event, error) {
+	if b.data == nil {
+		return Decode(b.Items[i]) // a Batch not made by DecodeScannedBatch
+	}
+	sp := b.spans[i]
+	if c := b.data[sp.Start]; c != '{' {
+		return nil, &SyntaxError{Offset: 0, Msg: "want a JSON object, got " + kindOf(c)}
+	}
+	return decodeView(b.data, sp.Start, b.itemMembers[i])
+}
+
+// mergeView is Merge for a view: the outer object's members that the
+// event's own object lacks are appended to it, as bytes.
+func (b *Batch) mergeView(v *view) (added int) {
+	for j, f := range []vfield{fContext, fIntegrations} {
+		outer := b.outerRaw[j]
+		if outer == nil || len(b.outerMap(j)) == 0 {
+			continue
+		}
+		own, kind, ok := v.value(f)
+		switch {
+		case !ok:
+			v.set(f, outer)
+			added += len(fieldNames[f]) + 4 + len(outer) // ,"key":outer
+		case kind == 'n':
+			v.set(f, outer)
+			added += len(outer) - len(own)
+		default:
+			merged := b.mergeObject(j, own)
+			if merged != nil {
+				v.set(f, merged)
+				added += len(merged) - len(own)
+			}
+		}
+	}
+	return added
+}
+
+func (b *Batch) outerMap(j int) map[string]any {
+	if j == 0 {
+		return b.Context
+	}
+	return b.Integrations
+}
+
+// mergeObject returns the object own (JSON that passed the pre-pass) with
+// the members of outer object j whose keys it lacks appended, or nil when
+// it lacks none.
+func (b *Batch) mergeObject(j int, own []byte) []byte {
+	pairs := b.rawPairs(j)
+	s, err := Check(own) // the event's own object: its keys
+	if err != nil {
+		return nil // cannot happen: own passed the pre-pass as part of the body
+	}
+	ownKeys := s.Members()
+	var out []byte
+	for _, p := range pairs {
+		found := false
+		for _, m := range ownKeys {
+			if string(keyText(own[m.Key.Start:m.Key.End])) == p.key {
+				found = true
+				break
+			}
+		}
+		if found {
+			continue
+		}
+		if out == nil {
+			inner := bytes.TrimSpace(own[1 : len(own)-1])
+			out = make([]byte, 0, len(own)+len(b.outerRaw[j]))
+			out = append(out, '{')
+			out = append(out, inner...)
+			if len(inner) > 0 {
+				out = append(out, ',')
+			}
+		} else {
+			out = append(out, ',')
+		}
+		out = append(out, p.kv...)
+	}
+	if out == nil {
+		return nil
+	}
+	return append(out, '}')
+}
+
+// rawPairs returns the members of outer object j, each key once (the last
+// of duplicates, as decoding keeps), computed once per batch.
+func (b *Batch) rawPairs(j int) []rawPair {
+	if b.outerPairs[j] != nil {
+		return b.outerPairs[j]
+	}
+	raw := b.outerRaw[j]
+	s, err := Check(raw)
+	if err != nil {
+		return nil
+	}
+	members := s.Members()
+	pairs := make([]rawPair, 0, len(members))
+	last := make(map[string]int, len(members))
+	for _, m := range members {
+		k := unquote(raw[m.Key.Start:m.Key.End])
+		p := rawPair{k, raw[m.Key.Start:m.Value.End]}
+		if i, ok := last[k]; ok {
+			pairs[i] = p
+			continue
+		}
+		last[k] = len(pairs)
+		pairs = append(pairs, p)
+	}
+	b.outerPairs[j] = pairs
+	return pairs
 }

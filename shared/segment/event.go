@@ -53,6 +53,12 @@ const MaxMessageIDLen = 100
 // Context are the same maps as inside Raw, so a change through either is
 // seen by both. The typed fields are read from Raw by Decode; SetMessageID
 // and SetReceivedAt keep both in step.
+//
+// An event decoded by DecodeView or Batch.Event (ingest's path) is a view
+// of the bytes it arrived in instead: Raw, Traits, Properties and Context
+// are nil, the typed fields are read by the same rules, the setters change
+// what AppendJSON writes, and what it writes decodes to the Raw that Decode
+// and the same setters would have built.
 type Event struct {
 	Type        Type
 	MessageID   string
@@ -74,6 +80,8 @@ type Event struct {
 	Context    map[string]any
 
 	Raw map[string]any
+
+	view *view // instead of Raw, for a view (DecodeView)
 }
 
 // keyAliases maps every spelling Segment documents or its libraries send to
@@ -187,24 +195,13 @@ func CheckObject(data []byte, s *Scanner) error { return topLevelObject(data, s)
 // keeps the last), so an event that says userId twice is refused rather
 // than read one way here and another way elsewhere.
 func topLevelObject(data []byte, s *Scanner) error {
-	i := 0
-	for i < len(data) && isSpace(data[i]) {
-		i++
-	}
-	if i < len(data) && data[i] != '{' {
-		return &SyntaxError{Offset: int64(i), Msg: "want a JSON object, got " + kindOf(data[i])}
+	if err := startsObject(data); err != nil {
+		return err
 	}
 	members := s.Members()
-	if len(members) < 2 {
-		return nil
-	}
-	seen := make(map[string]struct{}, len(members))
-	for _, m := range members {
-		k := unquote(data[m.Key.Start:m.Key.End])
-		if _, dup := seen[k]; dup {
-			return &SyntaxError{Offset: int64(m.Key.Start), Msg: "duplicate key" + knownName(k)}
-		}
-		seen[k] = struct{}{}
+	if i := dupMember(data, members); i >= 0 {
+		m := members[i]
+		return &SyntaxError{Offset: int64(m.Key.Start), Msg: "duplicate key" + knownName(unquote(data[m.Key.Start:m.Key.End]))}
 	}
 	return nil
 }
@@ -242,6 +239,8 @@ func unquote(tok []byte) string {
 // kindOf names the JSON type that starts with c.
 func kindOf(c byte) string {
 	switch c {
+	case '{':
+		return "an object"
 	case '[':
 		return "an array"
 	case '"':
@@ -426,18 +425,32 @@ func objectField(m map[string]any, key string) (map[string]any, error) {
 // SetMessageID sets the messageId in the typed view and in Raw.
 func (e *Event) SetMessageID(id string) {
 	e.MessageID = id
+	if e.view != nil {
+		e.view.set(fMessageID, appendQuoted(nil, id))
+		return
+	}
 	e.Raw["messageId"] = id
 }
 
 // SetReceivedAt sets receivedAt in the typed view and in Raw.
 func (e *Event) SetReceivedAt(t time.Time) {
 	e.ReceivedAt = t.UTC()
+	if e.view != nil {
+		b := append(make([]byte, 0, len(time.RFC3339Nano)+2), '"')
+		b = e.ReceivedAt.AppendFormat(b, time.RFC3339Nano)
+		e.view.set(fReceivedAt, append(b, '"'))
+		return
+	}
 	e.Raw["receivedAt"] = e.ReceivedAt.Format(time.RFC3339Nano)
 }
 
 // DropWriteKey removes the write key so it never travels further.
 func (e *Event) DropWriteKey() {
 	e.WriteKey = ""
+	if e.view != nil {
+		e.view.drop(fWriteKey)
+		return
+	}
 	delete(e.Raw, "writeKey")
 }
 
@@ -495,6 +508,9 @@ func (e *Event) PersonKey() string {
 
 // MarshalJSON encodes the whole event as received, normalised.
 func (e *Event) MarshalJSON() ([]byte, error) {
+	if e.view != nil {
+		return e.view.appendJSON(make([]byte, 0, e.view.size())), nil
+	}
 	return json.Marshal(e.Raw)
 }
 

@@ -93,7 +93,7 @@ func TestDecodeRealTraffic(t *testing.T) {
 func cmpIgnoreMaps() cmp.Option {
 	return cmp.FilterPath(func(p cmp.Path) bool {
 		switch p.Last().String() {
-		case ".Raw", ".Traits", ".Properties", ".Context":
+		case ".Raw", ".Traits", ".Properties", ".Context", ".view":
 			return true
 		}
 		return false

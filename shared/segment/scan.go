@@ -87,6 +87,12 @@ type Scanner struct {
 	items     []Span
 	itemsOf   []int // members index of each item
 	itemStart int
+	// The members of items that are objects (a batch's events), in
+	// order: those of items[i] are itemMembers[itemMem[i]:itemMem[i+1]]
+	// (to the end for the last item).
+	itemMembers  []Member
+	itemMem      []int
+	itemMemStart int
 }
 
 // Members returns the top-level object's members in order (empty when the
@@ -103,6 +109,37 @@ func (s *Scanner) Items(m int) []Span {
 		}
 	}
 	return out
+}
+
+// ItemMembers returns, for each element of the array that is the value of
+// members[m], the members of that element when it is an object (none
+// otherwise), with spans into the scanned body: what Members is for the
+// top-level object, for each event of a batch.
+func (s *Scanner) ItemMembers(m int) [][]Member {
+	var out [][]Member
+	for i, of := range s.itemsOf {
+		if of != m {
+			continue
+		}
+		end := len(s.itemMembers)
+		if i+1 < len(s.itemMem) {
+			end = s.itemMem[i+1]
+		}
+		out = append(out, s.itemMembers[s.itemMem[i]:end:end])
+	}
+	return out
+}
+
+// inItem is the stack (bit d-1 for depth d, set for an object) of a
+// position directly inside an object that is an element of an array that
+// is a top-level member's value.
+const inItem = 0b101
+
+// RecordBytes is about how much memory the scanner's records of members
+// and items hold, for callers that bound the memory of requests.
+func (s *Scanner) RecordBytes() int {
+	const member, span, index = 5 * 8, 2 * 8, 8 // unsafe.Sizeof on 64-bit
+	return (cap(s.members)+cap(s.itemMembers))*member + cap(s.items)*span + (cap(s.itemsOf)+cap(s.itemMem))*index
 }
 
 // Scanned is how many bytes the scanner has looked at.
@@ -142,8 +179,11 @@ func (s *Scanner) Feed(data []byte) error {
 					return s.fail(s.strStart+1+invalidUTF8At(data[s.strStart+1:i]), "invalid UTF-8 in a string")
 				}
 				if s.strKey {
-					if s.depth == 1 {
+					switch {
+					case s.depth == 1:
 						s.members = append(s.members, Member{Key: Span{s.strStart, i + 1}})
+					case s.depth == 3 && s.stack&7 == inItem:
+						s.itemMembers = append(s.itemMembers, Member{Key: Span{s.strStart, i + 1}})
 					}
 					s.state = stColon
 				} else {
@@ -322,6 +362,13 @@ func (s *Scanner) beginValue(i int, c byte) {
 		}
 	case s.depth == 2 && s.stack&1 != 0 && s.stack&2 == 0:
 		s.itemStart = i
+		s.itemMemStart = len(s.itemMembers)
+	case s.depth == 3 && s.stack&7 == inItem && len(s.itemMembers) > s.itemMemStart:
+		m := &s.itemMembers[len(s.itemMembers)-1]
+		m.Value.Start, m.Kind = i, c
+		if c == '-' || (c >= '0' && c <= '9') {
+			m.Kind = '0'
+		}
 	}
 }
 
@@ -336,6 +383,9 @@ func (s *Scanner) endValue(end int) {
 	case s.depth == 2 && s.stack&1 != 0 && s.stack&2 == 0:
 		s.items = append(s.items, Span{s.itemStart, end})
 		s.itemsOf = append(s.itemsOf, len(s.members)-1)
+		s.itemMem = append(s.itemMem, s.itemMemStart)
+	case s.depth == 3 && s.stack&7 == inItem && len(s.itemMembers) > s.itemMemStart:
+		s.itemMembers[len(s.itemMembers)-1].Value.End = end
 	}
 	s.state = stAfterValue
 }

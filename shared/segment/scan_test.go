@@ -110,6 +110,38 @@ func TestScannerMembersAndItems(t *testing.T) {
 	if len(s.Items(3)) != 0 {
 		t.Errorf("Items of a nested array = %v, want none", s.Items(3))
 	}
+	// The members of each item that is an object: what a batch's events
+	// are read from without a second scan.
+	var im []string
+	for _, ms := range s.ItemMembers(1) {
+		var one []string
+		for _, m := range ms {
+			one = append(one, string(body[m.Key.Start:m.Key.End])+"="+string(body[m.Value.Start:m.Value.End])+"/"+string(m.Kind))
+		}
+		im = append(im, strings.Join(one, ","))
+	}
+	if got, want := strings.Join(im, "|"), `"a"=[1]/[||`; got != want {
+		t.Errorf("ItemMembers(1) = %q, want %q", got, want)
+	}
+	two := []byte(`{"batch":[{"type":"track","n":-1,"o":{"p":{"q":2}},"s":"x"},{},{"e":[{"f":1}],"t":true}],"x":[{"y":1}]}`)
+	s, err = Check(two)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im = nil
+	for _, ms := range s.ItemMembers(0) {
+		var one []string
+		for _, m := range ms {
+			one = append(one, string(two[m.Key.Start:m.Key.End])+"="+string(two[m.Value.Start:m.Value.End])+"/"+string(m.Kind))
+		}
+		im = append(im, strings.Join(one, ","))
+	}
+	if got, want := strings.Join(im, "|"), `"type"="track"/","n"=-1/0,"o"={"p":{"q":2}}/{,"s"="x"/"||"e"=[{"f":1}]/[,"t"=true/t`; got != want {
+		t.Errorf("ItemMembers(0) = %q, want %q", got, want)
+	}
+	if got := s.ItemMembers(1); len(got) != 1 || len(got[0]) != 1 {
+		t.Errorf("ItemMembers(1) = %v, want one item of one member", got)
+	}
 }
 
 // TestScannerFeedInPieces shows that feeding a body byte by byte finds the

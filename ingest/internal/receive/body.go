@@ -28,7 +28,7 @@ type work struct {
 	read     atomic.Int64 // body bytes read off the connection
 	inflated atomic.Int64 // bytes gzip produced
 	scanned  atomic.Int64 // bytes the pre-pass looked at
-	decoded  atomic.Int64 // bytes handed to the tree decoder
+	decoded  atomic.Int64 // bytes handed to the event decoder
 	depth    atomic.Int64 // the deepest nesting the pre-pass reached
 	peak     atomic.Int64 // the most in-flight bytes held at once
 }

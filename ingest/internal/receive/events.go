@@ -1,7 +1,6 @@
 package receive
 
 import (
-	"container/list"
 	"context"
 	"encoding/json"
 	"errors"
@@ -249,44 +248,51 @@ const recentTTL = time.Hour
 // Safe for concurrent use.
 type recent struct {
 	mu    sync.Mutex
-	order *list.List // of recentEntry, newest first
-	index map[string]*list.Element
+	ring  []recentEntry    // recentLimit slots, the oldest overwritten first
+	next  int              // the slot written next
+	index map[string]int32 // key -> slot
 	now   func() time.Time
 }
 
+// recentEntry is one slot; key is "" in a slot that holds nothing.
 type recentEntry struct {
 	key string
 	at  time.Time
 }
 
 func newRecent(now func() time.Time) *recent {
-	return &recent{order: list.New(), index: map[string]*list.Element{}, now: now}
+	return &recent{index: map[string]int32{}, now: now}
 }
 
+// add remembers a publication. A ring with an index costs one string per
+// event and no list element or boxed value; a messageId published again
+// moves to the newest slot, as in a list kept in order of use.
 func (c *recent) add(accountID, messageID string) {
 	k := accountID + "\x00" + messageID
+	at := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if el, ok := c.index[k]; ok {
-		el.Value = recentEntry{key: k, at: c.now()}
-		c.order.MoveToFront(el)
-		return
+	if c.ring == nil {
+		c.ring = make([]recentEntry, recentLimit)
 	}
-	c.index[k] = c.order.PushFront(recentEntry{key: k, at: c.now()})
-	for c.order.Len() > recentLimit {
-		last := c.order.Back()
-		c.order.Remove(last)
-		delete(c.index, last.Value.(recentEntry).key)
+	if slot, ok := c.index[k]; ok {
+		c.ring[slot] = recentEntry{}
 	}
+	if old := c.ring[c.next].key; old != "" {
+		delete(c.index, old)
+	}
+	c.ring[c.next] = recentEntry{key: k, at: at}
+	c.index[k] = int32(c.next)
+	c.next = (c.next + 1) % len(c.ring)
 }
 
 func (c *recent) published(accountID, messageID string) (time.Time, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	el, ok := c.index[accountID+"\x00"+messageID]
+	slot, ok := c.index[accountID+"\x00"+messageID]
 	if !ok {
 		return time.Time{}, false
 	}
-	at := el.Value.(recentEntry).at
+	at := c.ring[slot].at
 	return at, c.now().Sub(at) < recentTTL
 }

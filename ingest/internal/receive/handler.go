@@ -21,7 +21,6 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/startdeliver/segment-destination/ingest/internal/explain"
@@ -399,7 +398,7 @@ func (h *Handler) destination(w http.ResponseWriter, r *http.Request) {
 		h.answer(ctx, w, herr)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"success": true, "messageId": ev.MessageID})
+	writeAccepted(w, ev.MessageID)
 }
 
 // tracking serves POST /v1/{type} of the Segment HTTP Tracking API.
@@ -426,7 +425,7 @@ func (h *Handler) tracking(w http.ResponseWriter, r *http.Request) {
 		h.answer(ctx, w, herr)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"success": true, "messageId": ev.MessageID})
+	writeAccepted(w, ev.MessageID)
 }
 
 func messageIDOf(ev *segment.Event) string {
@@ -441,7 +440,7 @@ func messageIDOf(ev *segment.Event) string {
 // that the caller can name it.
 func (h *Handler) decodeEvent(body []byte, sc *segment.Scanner, typ segment.Type) (*segment.Event, *httpError) {
 	h.work.decoded.Add(int64(len(body)))
-	ev, err := segment.DecodeScanned(body, sc)
+	ev, err := segment.DecodeView(body, sc)
 	if err != nil {
 		return nil, fail(http.StatusBadRequest, "%v", err)
 	}
@@ -455,8 +454,7 @@ func (h *Handler) decodeEvent(body []byte, sc *segment.Scanner, typ segment.Type
 // messageId and receivedAt, and validates.
 func (h *Handler) prepare(ev *segment.Event, typ segment.Type) *httpError {
 	if typ != "" {
-		ev.Type = typ
-		ev.Raw["type"] = string(typ)
+		ev.SetType(typ)
 	}
 	ev.DropWriteKey()
 	if ev.MessageID == "" {
@@ -465,7 +463,7 @@ func (h *Handler) prepare(ev *segment.Event, typ segment.Type) *httpError {
 	if ev.ReceivedAt.IsZero() {
 		ev.SetReceivedAt(h.opts.Now())
 	}
-	h.metrics.received.Add(context.Background(), 1, metric.WithAttributes(attribute.String("type", typeLabel(ev.Type))))
+	h.metrics.receivedEvent(context.Background(), ev.Type)
 	if err := ev.Validate(); err != nil {
 		return fail(http.StatusBadRequest, "invalid event: %v", err)
 	}
@@ -531,7 +529,7 @@ func (h *Handler) batch(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		h.work.decoded.Add(int64(len(raw)))
-		ev, err := segment.Decode(raw)
+		ev, err := b.Event(i)
 		if err != nil {
 			h.metrics.reject(ctx, http.StatusBadRequest, "invalid_batch_event")
 			res.Rejected = append(res.Rejected, rejectedEvent{Index: i, Message: err.Error()})
@@ -652,7 +650,7 @@ func (p *pending) send() *httpError {
 	span.SetAttributes(attribute.String("messaging.message.id", id))
 	h.recent.add(p.req.accountID, ev.MessageID)
 	h.metrics.publish.Record(ctx, time.Since(start).Seconds())
-	h.metrics.published.Add(ctx, 1, metric.WithAttributes(attribute.String("type", string(ev.Type)), attribute.String("account", p.req.accountID)))
+	h.metrics.publishedEvent(ctx, ev.Type, p.req.accountID)
 	return nil
 }
 
@@ -680,6 +678,23 @@ func (h *Handler) answer(ctx context.Context, w http.ResponseWriter, e *httpErro
 	h.log.Log(ctx, level, "request rejected", attrs...)
 	h.metrics.reject(ctx, e.status, e.reason())
 	writeJSON(w, e.status, map[string]string{"message": e.msg})
+}
+
+// writeAccepted answers 200 for one published event: the body writeJSON
+// writes for {"success":true,"messageId":id}, without encoding a map.
+func writeAccepted(w http.ResponseWriter, messageID string) {
+	id, err := json.Marshal(messageID)
+	if err != nil {
+		writeJSON(w, http.StatusOK, map[string]any{"success": true, "messageId": messageID})
+		return
+	}
+	b := make([]byte, 0, len(id)+32)
+	b = append(b, `{"messageId":`...)
+	b = append(b, id...)
+	b = append(b, `,"success":true}`+"\n"...)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
