@@ -75,6 +75,7 @@ type Scanner struct {
 
 	strStart int  // opening quote of the string being read
 	strKey   bool // that string is a key
+	strHigh  bool // that string has a byte >= 0x80 (so UTF-8 is checked)
 	hexLeft  int
 	numStart int
 	lit      string // the literal being matched
@@ -150,6 +151,26 @@ func (s *Scanner) fail(off int, msg string) error {
 	return s.err
 }
 
+// strClass classifies the bytes of a string for Feed's hot loop: 0 for
+// the bytes it passes over, strStop for what ends it ('"', '\\', control
+// characters), strHigh for the bytes of non-ASCII characters, whose UTF-8
+// is checked when the string ends.
+var strClass = func() (t [256]uint8) {
+	for c := range 0x20 {
+		t[c] = strStop
+	}
+	t['"'], t['\\'] = strStop, strStop
+	for c := 0x80; c < 0x100; c++ {
+		t[c] = strHigh
+	}
+	return t
+}()
+
+const (
+	strStop = 1
+	strHigh = 2
+)
+
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 // Feed scans data[s.Scanned():]. It returns the first error found, here or
@@ -165,7 +186,11 @@ func (s *Scanner) Feed(data []byte) error {
 			// The hot loop: most bytes of an event are in strings.
 			for ; i < len(data); i++ {
 				c = data[i]
-				if c == '"' || c == '\\' || c < 0x20 {
+				if k := strClass[c]; k != 0 {
+					if k == strHigh {
+						s.strHigh = true
+						continue
+					}
 					break
 				}
 			}
@@ -175,7 +200,7 @@ func (s *Scanner) Feed(data []byte) error {
 			}
 			switch {
 			case c == '"':
-				if !utf8.Valid(data[s.strStart+1 : i]) {
+				if s.strHigh && !utf8.Valid(data[s.strStart+1:i]) {
 					return s.fail(s.strStart+1+invalidUTF8At(data[s.strStart+1:i]), "invalid UTF-8 in a string")
 				}
 				if s.strKey {
@@ -290,7 +315,7 @@ func (s *Scanner) structural(data []byte, i int, c byte) error {
 		if c != '"' {
 			return s.fail(i, "want a string as object key")
 		}
-		s.state, s.strStart, s.strKey = stString, i, true
+		s.state, s.strStart, s.strKey, s.strHigh = stString, i, true, false
 		return nil
 	case stAfterValue:
 		inObject := s.stack&(1<<(s.depth-1)) != 0
@@ -330,7 +355,7 @@ func (s *Scanner) structural(data []byte, i int, c byte) error {
 			s.state = stValueOrClose
 		}
 	case c == '"':
-		s.state, s.strStart, s.strKey = stString, i, false
+		s.state, s.strStart, s.strKey, s.strHigh = stString, i, false, false
 	case c == '-':
 		s.state, s.numStart = stNumMinus, i
 	case c == '0':

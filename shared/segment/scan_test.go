@@ -4,6 +4,8 @@ import (
 	"bytes"
 	stdjson "encoding/json"
 	"errors"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -230,4 +232,34 @@ func longNumber(b []byte) bool {
 			return true
 		}
 	}
+}
+
+// BenchmarkCheck is the pre-pass over a /v1/batch of 100 ~1 KB events
+// (scripts/bench/track.json), against bytes.Count over the same bytes (a
+// single pass doing nearly nothing per byte) in the same run.
+func BenchmarkCheck(b *testing.B) {
+	data, err := os.ReadFile("../../scripts/bench/track.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	items := make([]string, 100)
+	for i := range items {
+		items[i] = strings.Replace(strings.TrimSpace(string(data)), "USERID", fmt.Sprint("user-", i), 1)
+	}
+	body := []byte(`{"batch":[` + strings.Join(items, ",") + `]}`)
+	b.Run("baseline-count", func(b *testing.B) {
+		b.SetBytes(int64(len(body)))
+		for b.Loop() {
+			_ = bytes.Count(body, []byte{'"'})
+		}
+	})
+	b.Run("check", func(b *testing.B) {
+		b.SetBytes(int64(len(body)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := Check(body); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
