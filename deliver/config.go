@@ -15,12 +15,9 @@ import (
 
 // config is deliver's configuration, read from the environment.
 type config struct {
-	// Port is PORT (default 8081): health, push and CloudEvent endpoints.
-	Port string
-	// Host is HOST: the interface to listen on (default all).
-	Host string
-	// Project is GOOGLE_CLOUD_PROJECT.
-	Project string
+	// Service is what both services read alike; PORT, for the health,
+	// push and CloudEvent endpoints, defaults to 8081.
+	envconfig.Service
 	// Mode is DELIVER_MODE: pull (default) or push.
 	Mode string
 	// Topic is PUBSUB_TOPIC (default segment-events): only used to create
@@ -30,10 +27,6 @@ type config struct {
 	Subscription string
 	// DeadLetterTopic is DEAD_LETTER_TOPIC (default segment-events-dead).
 	DeadLetterTopic string
-	// FirestoreDatabase is FIRESTORE_DATABASE (default "(default)").
-	FirestoreDatabase string
-	// AccountsCollection is ACCOUNTS_COLLECTION (default accounts).
-	AccountsCollection string
 	// DeliveriesCollection is DELIVERIES_COLLECTION (default deliveries):
 	// the record of completed events.
 	DeliveriesCollection string
@@ -85,11 +78,6 @@ type config struct {
 	// AckDeadline is ACK_DEADLINE (default 60s): the subscription's ack
 	// deadline, which bounds how long a push request may wait for its turn.
 	AckDeadline time.Duration
-	// LogLevel is LOG_LEVEL.
-	LogLevel string
-	// Emulator is true when PUBSUB_EMULATOR_HOST is set: topics and the
-	// subscription are then created when missing.
-	Emulator bool
 	// Keyset is API_KEY_KEYSET: deliver's private keyset (Tink JSON),
 	// encrypted by the Cloud KMS key KeysetKEK, as `deliver/cmd/keys`
 	// writes it; in Cloud Run it comes from Secret Manager. Required
@@ -101,34 +89,25 @@ type config struct {
 	// called once at start. Required with Keyset outside the emulators;
 	// on the emulators a Keyset without it is read as clear text.
 	KeysetKEK string
-	// FirestoreEmulator is true when FIRESTORE_EMULATOR_HOST is set.
-	FirestoreEmulator bool
 }
 
 func loadConfig(getenv func(string) string) (*config, error) {
 	c := &config{
-		Port:                 envconfig.String(getenv, "PORT", "8081"),
-		Host:                 getenv("HOST"),
-		Project:              getenv("GOOGLE_CLOUD_PROJECT"),
+		Service:              envconfig.ReadService(getenv, "8081"),
 		Mode:                 envconfig.String(getenv, "DELIVER_MODE", "pull"),
 		Topic:                envconfig.String(getenv, "PUBSUB_TOPIC", "segment-events"),
 		Subscription:         envconfig.String(getenv, "PUBSUB_SUBSCRIPTION", "segment-events-deliver"),
 		DeadLetterTopic:      envconfig.String(getenv, "DEAD_LETTER_TOPIC", "segment-events-dead"),
-		FirestoreDatabase:    envconfig.String(getenv, "FIRESTORE_DATABASE", "(default)"),
-		AccountsCollection:   envconfig.String(getenv, "ACCOUNTS_COLLECTION", "accounts"),
 		DeliveriesCollection: envconfig.String(getenv, "DELIVERIES_COLLECTION", "deliveries"),
 		IdentitiesCollection: envconfig.String(getenv, "IDENTITIES_COLLECTION", "identities"),
 		StartdeliverURL:      envconfig.String(getenv, "STARTDELIVER_API_URL", "https://app.startdeliver.com/api/v1"),
 		PushAudience:         getenv("PUSH_AUDIENCE"),
 		PushServiceAccount:   getenv("PUSH_SERVICE_ACCOUNT"),
-		LogLevel:             envconfig.String(getenv, "LOG_LEVEL", "info"),
-		Emulator:             getenv("PUBSUB_EMULATOR_HOST") != "",
 		Keyset:               getenv("API_KEY_KEYSET"),
 		KeysetKEK:            getenv("API_KEY_KEYSET_KEK"),
-		FirestoreEmulator:    getenv("FIRESTORE_EMULATOR_HOST") != "",
 	}
 	var err error
-	if c.ConfigCacheTTL, err = envconfig.Duration(getenv, "CONFIG_CACHE_TTL", accountstore.MaxTTL); err != nil {
+	if c.ConfigCacheTTL, err = envconfig.DurationUpTo(getenv, "CONFIG_CACHE_TTL", accountstore.MaxTTL, accountstore.MaxTTL); err != nil {
 		return nil, err
 	}
 	if c.APIURLs, err = account.APIURLPolicyFromEnv(getenv, c.Emulator); err != nil {
@@ -170,10 +149,7 @@ func loadConfig(getenv func(string) string) (*config, error) {
 }
 
 func (c *config) validate() error {
-	var errs []error
-	if c.Project == "" {
-		errs = append(errs, errors.New("GOOGLE_CLOUD_PROJECT is required"))
-	}
+	errs := c.Service.Validate()
 	if c.Mode != "pull" && c.Mode != "push" {
 		errs = append(errs, fmt.Errorf("DELIVER_MODE=%q: want pull or push", c.Mode))
 	}
@@ -182,12 +158,6 @@ func (c *config) validate() error {
 		// subscription's or trigger's service account; only the emulators,
 		// which send no tokens, may go without.
 		errs = append(errs, errors.New("DELIVER_MODE=push needs PUSH_AUDIENCE and PUSH_SERVICE_ACCOUNT outside the emulators"))
-	}
-	if c.ConfigCacheTTL <= 0 || c.ConfigCacheTTL > accountstore.MaxTTL {
-		errs = append(errs, fmt.Errorf("CONFIG_CACHE_TTL=%s: want more than 0 and at most %s", c.ConfigCacheTTL, accountstore.MaxTTL))
-	}
-	if _, err := strconv.ParseUint(c.Port, 10, 16); err != nil {
-		errs = append(errs, fmt.Errorf("PORT=%q: want a port number", c.Port))
 	}
 	switch {
 	case c.Keyset == "" && !c.FirestoreEmulator:

@@ -49,25 +49,21 @@ func main() {
 
 // function is the service behind the CloudEvent function registered with
 // functions-framework-go, built on its first event from the environment.
-var function struct {
-	once sync.Once
-	fn   func(context.Context, event.Event) error
-	err  error
-}
+var function = sync.OnceValues(func() (func(context.Context, event.Event) error, error) {
+	s, err := newService(context.Background(), os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	return intake.CloudEventFunc(s.processor, s.cfg.turnWait()), nil
+})
 
 func init() {
 	functions.CloudEvent("Deliver", func(ctx context.Context, e event.Event) error {
-		function.once.Do(func() {
-			var s *service
-			s, function.err = newService(context.Background(), os.Getenv)
-			if s != nil {
-				function.fn = intake.CloudEventFunc(s.processor, s.cfg.turnWait())
-			}
-		})
-		if function.err != nil {
-			return fmt.Errorf("deliver unavailable: %w", function.err)
+		fn, err := function()
+		if err != nil {
+			return fmt.Errorf("deliver unavailable: %w", err)
 		}
-		return function.fn(ctx, e)
+		return fn(ctx, e)
 	})
 }
 

@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/startdeliver/segment-destination/ingest/internal/receive"
@@ -15,23 +14,13 @@ import (
 
 // config is ingest's configuration, read from the environment.
 type config struct {
-	// Port is PORT: where the HTTP API listens (default 8080).
-	Port string
-	// Host is HOST: the interface to listen on (default all; 127.0.0.1
-	// keeps a local run on loopback).
-	Host string
-	// Project is GOOGLE_CLOUD_PROJECT.
-	Project string
+	// Service is what both services read alike; PORT, where the HTTP API
+	// listens, defaults to 8080.
+	envconfig.Service
 	// Topic is PUBSUB_TOPIC (default segment-events).
 	Topic string
-	// FirestoreDatabase is FIRESTORE_DATABASE (default "(default)").
-	FirestoreDatabase string
-	// AccountsCollection is ACCOUNTS_COLLECTION (default accounts).
-	AccountsCollection string
 	// ConfigCacheTTL is CONFIG_CACHE_TTL (default and maximum 10m).
 	ConfigCacheTTL time.Duration
-	// LogLevel is LOG_LEVEL (debug, info, warn, error; default info).
-	LogLevel string
 	// Ordering is PUBSUB_ORDERING (default true): publish with an ordering
 	// key per account and person.
 	Ordering bool
@@ -51,9 +40,6 @@ type config struct {
 	// messages being built); past it a request answers 503 with
 	// Retry-After.
 	MaxInflightBytes int
-	// Emulator is true when PUBSUB_EMULATOR_HOST is set: the topic is then
-	// created when missing.
-	Emulator bool
 	// DeliveriesCollection is DELIVERIES_COLLECTION (default deliveries):
 	// deliver's event records, read by GET /v1/events.
 	DeliveriesCollection string
@@ -76,31 +62,22 @@ type config struct {
 	// outside the emulators; on the Firestore emulator, when empty, the
 	// development keyset kept there is used.
 	PublicKeyset string
-	// FirestoreEmulator is true when FIRESTORE_EMULATOR_HOST is set.
-	FirestoreEmulator bool
 }
 
 func loadConfig(getenv func(string) string) (*config, error) {
 	c := &config{
-		Port:                 envconfig.String(getenv, "PORT", "8080"),
-		Host:                 getenv("HOST"),
-		Project:              getenv("GOOGLE_CLOUD_PROJECT"),
+		Service:              envconfig.ReadService(getenv, "8080"),
 		Topic:                envconfig.String(getenv, "PUBSUB_TOPIC", "segment-events"),
-		FirestoreDatabase:    envconfig.String(getenv, "FIRESTORE_DATABASE", "(default)"),
-		AccountsCollection:   envconfig.String(getenv, "ACCOUNTS_COLLECTION", "accounts"),
-		LogLevel:             envconfig.String(getenv, "LOG_LEVEL", "info"),
-		Emulator:             getenv("PUBSUB_EMULATOR_HOST") != "",
 		DeliveriesCollection: envconfig.String(getenv, "DELIVERIES_COLLECTION", "deliveries"),
 		StartdeliverAPIURL:   envconfig.String(getenv, "STARTDELIVER_API_URL", "https://app.startdeliver.com/api/v1"),
 		TraceURL:             getenv("CONSOLE_TRACE_URL"),
 		PublicKeyset:         getenv("API_KEY_PUBLIC_KEYSET"),
-		FirestoreEmulator:    getenv("FIRESTORE_EMULATOR_HOST") != "",
 	}
 	if c.TraceURL == "" && !c.Emulator {
 		c.TraceURL = "https://console.cloud.google.com/traces/list?project={project}&tid={traceId}"
 	}
 	var err error
-	if c.ConfigCacheTTL, err = envconfig.Duration(getenv, "CONFIG_CACHE_TTL", accountstore.MaxTTL); err != nil {
+	if c.ConfigCacheTTL, err = envconfig.DurationUpTo(getenv, "CONFIG_CACHE_TTL", accountstore.MaxTTL, accountstore.MaxTTL); err != nil {
 		return nil, err
 	}
 	if c.APIURLs, err = account.APIURLPolicyFromEnv(getenv, c.Emulator); err != nil {
@@ -125,21 +102,12 @@ func loadConfig(getenv func(string) string) (*config, error) {
 }
 
 func (c *config) validate() error {
-	var errs []error
-	if c.Project == "" {
-		errs = append(errs, errors.New("GOOGLE_CLOUD_PROJECT is required"))
-	}
-	if c.ConfigCacheTTL <= 0 || c.ConfigCacheTTL > accountstore.MaxTTL {
-		errs = append(errs, fmt.Errorf("CONFIG_CACHE_TTL=%s: want more than 0 and at most %s", c.ConfigCacheTTL, accountstore.MaxTTL))
-	}
+	errs := c.Service.Validate()
 	if c.PublishMaxBytes < 1<<20 {
 		errs = append(errs, fmt.Errorf("PUBSUB_PUBLISH_MAX_BYTES=%d: want at least 1 MiB (an event may be 32 KB, a batch 500 KB)", c.PublishMaxBytes))
 	}
 	if c.MaxInflightBytes < receive.MinInflightBytes {
 		errs = append(errs, fmt.Errorf("MAX_INFLIGHT_BYTES=%d: want at least %d (one maximal batch, with its context merged into 2,500 events)", c.MaxInflightBytes, receive.MinInflightBytes))
-	}
-	if _, err := strconv.ParseUint(c.Port, 10, 16); err != nil {
-		errs = append(errs, fmt.Errorf("PORT=%q: want a port number", c.Port))
 	}
 	switch {
 	case c.PublicKeyset != "":

@@ -40,29 +40,19 @@ func main() {
 	command.Main("ingest", "", func(ctx context.Context) error { return run(ctx, os.Getenv, nil) })
 }
 
-// function is the handler registered with functions-framework-go, so that
-// the same code also deploys as a Cloud Run function. It is built on its
-// first request from the environment.
-var function struct {
-	once sync.Once
-	h    http.Handler
-	err  error
-}
+// function is the service behind the handler registered with
+// functions-framework-go, so that the same code also deploys as a Cloud Run
+// function. It is built on its first request from the environment.
+var function = sync.OnceValues(func() (*service, error) { return newService(context.Background(), os.Getenv) })
 
 func init() {
 	functions.HTTP("Ingest", func(w http.ResponseWriter, r *http.Request) {
-		function.once.Do(func() {
-			var svc *service
-			svc, function.err = newService(context.Background(), os.Getenv)
-			if svc != nil {
-				function.h = svc.handler
-			}
-		})
-		if function.err != nil {
+		svc, err := function()
+		if err != nil {
 			http.Error(w, `{"message":"service unavailable"}`, http.StatusServiceUnavailable)
 			return
 		}
-		function.h.ServeHTTP(w, r)
+		svc.handler.ServeHTTP(w, r)
 	})
 }
 

@@ -29,6 +29,16 @@ func Duration(getenv func(string) string, name string, def time.Duration) (time.
 	return d, nil
 }
 
+// DurationUpTo is Duration for a variable that must be more than 0 and at
+// most limit.
+func DurationUpTo(getenv func(string) string, name string, def, limit time.Duration) (time.Duration, error) {
+	d, err := Duration(getenv, name, def)
+	if err == nil && (d <= 0 || d > limit) {
+		err = fmt.Errorf("%s=%s: want more than 0 and at most %s", name, d, limit)
+	}
+	return d, err
+}
+
 // Int parses the variable as a decimal integer, or returns def.
 func Int(getenv func(string) string, name string, def int) (int, error) {
 	v := getenv(name)
