@@ -20,6 +20,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/startdeliver/segment-destination/shared/telemetry/telemetrytest"
 )
 
 // Setup installs globals, so these tests do not run in parallel.
@@ -133,7 +135,7 @@ func TestShutdownFlushes(t *testing.T) {
 	if err := reader.Collect(ctx, &rm); err != nil {
 		t.Fatalf("Collect error: %v", err)
 	}
-	if got := sumOf(rm, "events.delivered"); got != 2 {
+	if got := telemetrytest.Sums(rm, "events.delivered")[""]; got != 2 {
 		t.Errorf("events.delivered = %d, want 2", got)
 	}
 
@@ -272,23 +274,6 @@ func TestInjectExtractRoundTrip(t *testing.T) {
 	if got := Extract(ctx, nil); got != ctx {
 		t.Errorf("Extract(ctx, nil) returned a different context")
 	}
-}
-
-func sumOf(rm metricdata.ResourceMetrics, name string) int64 {
-	var total int64
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != name {
-				continue
-			}
-			if s, ok := m.Data.(metricdata.Sum[int64]); ok {
-				for _, dp := range s.DataPoints {
-					total += dp.Value
-				}
-			}
-		}
-	}
-	return total
 }
 
 // keepOnShutdown is an in-memory exporter whose spans survive Shutdown.

@@ -5,18 +5,14 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"go.opentelemetry.io/otel"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/startdeliver/segment-destination/shared/telemetry/telemetrytest"
 )
 
 // TestOutcomeMetrics counts deliver.events by outcome, and config lookups
 // by source and result.
 func TestOutcomeMetrics(t *testing.T) {
-	reader := sdkmetric.NewManualReader()
-	prev := otel.GetMeterProvider()
-	otel.SetMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
-	t.Cleanup(func() { otel.SetMeterProvider(prev) })
+	m := telemetrytest.Metrics(t)
 
 	f := newFixture(t, simple)
 	ctx := context.Background()
@@ -27,37 +23,9 @@ func TestOutcomeMetrics(t *testing.T) {
 	f.acc.entries = nil
 	f.p.Process(ctx, message(t, `{"type":"track","userId":"u1","event":"e","messageId":"d"}`))
 
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(ctx, &rm); err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]int64{}
-	lookups := map[string]int64{}
-	var e2e uint64
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			switch d := m.Data.(type) {
-			case metricdata.Sum[int64]:
-				for _, dp := range d.DataPoints {
-					switch m.Name {
-					case "deliver.events":
-						o, _ := dp.Attributes.Value("outcome")
-						got[o.AsString()] += dp.Value
-					case "deliver.config.lookups":
-						s, _ := dp.Attributes.Value("source")
-						r, _ := dp.Attributes.Value("result")
-						lookups[s.AsString()+"/"+r.AsString()] += dp.Value
-					}
-				}
-			case metricdata.Histogram[float64]:
-				if m.Name == "deliver.end_to_end.duration" {
-					for _, dp := range d.DataPoints {
-						e2e += dp.Count
-					}
-				}
-			}
-		}
-	}
+	got := m.Sums("deliver.events", "outcome")
+	lookups := m.Sums("deliver.config.lookups", "source", "result")
+	e2e := m.HistogramCount("deliver.end_to_end.duration")
 	// The anonymous track is skipped (class anonymous), not dead-lettered.
 	want := map[string]int64{OutcomeDelivered: 1, OutcomeDuplicate: 1, OutcomeSkipped: 2, OutcomeDeadLettered: 1}
 	for k, v := range want {
