@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+
+	"github.com/startdeliver/segment-destination/shared/telemetry"
 )
 
 // Service is what both services read alike from the environment; each
@@ -40,8 +42,9 @@ func ReadService(getenv func(string) string, defaultPort string) Service {
 	}
 }
 
-// Validate reports what is wrong with s, for the service's own validate
-// to join with its errors.
+// Validate reports what is wrong with s (no project, a port that is not a
+// number, an unknown log level), for the service's own validate to join
+// with its errors.
 func (s Service) Validate() []error {
 	var errs []error
 	if s.Project == "" {
@@ -49,6 +52,9 @@ func (s Service) Validate() []error {
 	}
 	if _, err := strconv.ParseUint(s.Port, 10, 16); err != nil {
 		errs = append(errs, fmt.Errorf("PORT=%q: want a port number", s.Port))
+	}
+	if _, err := telemetry.ParseLevel(s.LogLevel); err != nil {
+		errs = append(errs, err)
 	}
 	return errs
 }

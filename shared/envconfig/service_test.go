@@ -19,13 +19,13 @@ func TestReadService(t *testing.T) {
 	if errs := got.Validate(); len(errs) != 0 {
 		t.Errorf("Validate() = %v, want none", errs)
 	}
-	bad := ReadService(env(map[string]string{"PORT": "http"}), "8080")
+	bad := ReadService(env(map[string]string{"PORT": "http", "LOG_LEVEL": "loud"}), "8080")
 	var msgs []string
 	for _, err := range bad.Validate() {
 		msgs = append(msgs, err.Error())
 	}
-	if all := strings.Join(msgs, "; "); len(msgs) != 2 || !strings.Contains(all, "GOOGLE_CLOUD_PROJECT") || !strings.Contains(all, `PORT="http"`) {
-		t.Errorf("Validate() = %q, want GOOGLE_CLOUD_PROJECT and PORT", msgs)
+	if all := strings.Join(msgs, "; "); len(msgs) != 3 || !strings.Contains(all, "GOOGLE_CLOUD_PROJECT") || !strings.Contains(all, `PORT="http"`) || !strings.Contains(all, "LOG_LEVEL") {
+		t.Errorf("Validate() = %q, want GOOGLE_CLOUD_PROJECT, PORT and LOG_LEVEL", msgs)
 	}
 }
 
