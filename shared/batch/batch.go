@@ -58,10 +58,10 @@ type Options[T any] struct {
 	// stalled backend costs bounded memory and fast refusals.
 	MaxHeld int
 	// Key, when set, is an item's ordering key ("" for none; called once,
-	// in Add). Items of one key go in the order they were added, one per
-	// call, and never while a call carrying that key runs: so the backend
-	// never sees two overlapping requests of one key. Items of other keys
-	// go past them.
+	// in Add). Items of one key go in the order they were added, together
+	// in one call as far as the bounds allow, and never while another call
+	// carrying that key runs: so the backend never sees two overlapping
+	// requests of one key. Items of other keys go past them.
 	Key func(T) string
 	// MaxCalls is how many calls may run at once (default 4). Full batches
 	// use all of them; partial batches take turns.
@@ -116,11 +116,11 @@ type Batcher[T any] struct {
 	opts Options[T]
 
 	mu       sync.Mutex
-	queue    []*Ticket[T] // in arrival order, withdrawn ones included
-	queued   int          // items queued and not withdrawn
-	bytes    int          // of those
-	held     int          // bytes queued or in a call (bounded by MaxHeld)
-	busy     map[string]bool
+	queue    []*Ticket[T]     // in arrival order, withdrawn ones included
+	queued   int              // items queued and not withdrawn
+	bytes    int              // of those
+	held     int              // bytes queued or in a call (bounded by MaxHeld)
+	busy     map[string]int64 // ordering keys in a call: the number of that call
 	inFlight int
 	partials int           // partial batches in flight
 	rtt      time.Duration // moving average of successful call durations
@@ -152,7 +152,7 @@ func New[T any](call Call[T], opts Options[T]) *Batcher[T] {
 	}
 	b := &Batcher[T]{call: call, opts: opts}
 	if opts.Key != nil {
-		b.busy = map[string]bool{}
+		b.busy = map[string]int64{}
 	}
 	b.idle = sync.NewCond(&b.mu)
 	return b
@@ -272,9 +272,10 @@ func (b *Batcher[T]) dispatchLocked(escape bool) {
 
 // takeLocked removes the next batch from the queue: items in arrival
 // order, skipping (and keeping, with every later item of their key) those
-// whose key is in a call, so that a key is never in two calls at once. It
-// returns the context of the batch's first item, the items, the keys it
-// marked busy, and the batch's bytes.
+// whose key is in another call, so that a key is never in two calls at
+// once; a key's items go together in one call, in order, as far as the
+// bounds allow. It returns the context of the batch's first item, the
+// items, the keys it marked busy, and the batch's bytes.
 func (b *Batcher[T]) takeLocked() (context.Context, []T, []string, int) {
 	var (
 		ctx     context.Context
@@ -282,6 +283,7 @@ func (b *Batcher[T]) takeLocked() (context.Context, []T, []string, int) {
 		keys    []string
 		blocked map[string]bool
 		size    int
+		call    = b.calls + 1 // the number of the call this batch is for
 	)
 	rest := b.queue[:0]
 	for i, t := range b.queue {
@@ -296,7 +298,7 @@ func (b *Batcher[T]) takeLocked() (context.Context, []T, []string, int) {
 		}
 		k := t.key
 		if b.opts.MaxBytes > 0 && size+t.size > b.opts.MaxBytes && len(items) > 0 ||
-			k != "" && (b.busy[k] || blocked[k]) {
+			k != "" && (blocked[k] || b.busyElsewhere(k, call)) {
 			if k != "" {
 				if blocked == nil {
 					blocked = map[string]bool{}
@@ -312,8 +314,8 @@ func (b *Batcher[T]) takeLocked() (context.Context, []T, []string, int) {
 		}
 		items = append(items, t.v)
 		size += t.size
-		if k != "" {
-			b.busy[k] = true
+		if _, ok := b.busy[k]; k != "" && !ok {
+			b.busy[k] = call
 			keys = append(keys, k)
 		}
 	}
@@ -325,6 +327,13 @@ func (b *Batcher[T]) takeLocked() (context.Context, []T, []string, int) {
 		ctx = context.Background()
 	}
 	return ctx, items, keys, size
+}
+
+// busyElsewhere reports whether key k is in a call other than the one
+// numbered call, which is being filled.
+func (b *Batcher[T]) busyElsewhere(k string, call int64) bool {
+	owner, ok := b.busy[k]
+	return ok && owner != call
 }
 
 // run makes one call and, when it returns, sends what queued meanwhile.

@@ -49,15 +49,19 @@ func (c *calls) free() { c.once.Do(func() { close(c.all) }) }
 
 func (c *calls) call(ctx context.Context, batch []item) error {
 	h := &held{names: make([]string, len(batch)), ctx: ctx, release: make(chan error, 1)}
+	keys := map[string]bool{}
 	c.mu.Lock()
 	for i, it := range batch {
 		h.names[i] = it.name
 		if it.key != "" {
-			if c.inCall[it.key] {
-				c.overlap = append(c.overlap, it.key)
-			}
-			c.inCall[it.key] = true
+			keys[it.key] = true
 		}
+	}
+	for k := range keys {
+		if c.inCall[k] {
+			c.overlap = append(c.overlap, k)
+		}
+		c.inCall[k] = true
 	}
 	c.batches = append(c.batches, h.names)
 	c.mu.Unlock()
@@ -70,8 +74,8 @@ func (c *calls) call(ctx context.Context, batch []item) error {
 		err = ctx.Err()
 	}
 	c.mu.Lock()
-	for _, it := range batch {
-		delete(c.inCall, it.key)
+	for k := range keys {
+		delete(c.inCall, k)
 	}
 	c.mu.Unlock()
 	return err
@@ -397,32 +401,22 @@ func TestKeys(t *testing.T) {
 			t.Errorf("next call = %v, want [c0] (a2 stays behind a1)", next.names)
 		}
 		next.release <- nil
-		next = c.next(t)
-		if !slices.Equal(next.names, []string{"a1"}) {
-			t.Errorf("then = %v, want [a1]", next.names)
-		}
-		next.release <- nil
-		if got := c.next(t).names; !slices.Equal(got, []string{"a2"}) {
-			t.Errorf("then = %v, want [a2]", got)
+		if got := c.next(t).names; !slices.Equal(got, []string{"a1", "a2"}) {
+			t.Errorf("then = %v, want [a1 a2]", got)
 		}
 	})
 
-	t.Run("one key's items go in order, one call at a time", func(t *testing.T) {
+	t.Run("one key's items go together, in order, after its call", func(t *testing.T) {
 		c := newCalls(t)
 		b := New(c.call, Options[item]{MinWait: noEscape, Key: key})
 		add(t, b, item{name: "a0", key: "a"})
 		a0 := c.next(t)
-		for _, it := range []item{{"a1", 0, "a"}, {"b0", 0, "b"}, {"a2", 0, "a"}, {"c0", 0, "c"}} {
+		for _, it := range []item{{"a1", 0, "a"}, {"b0", 0, "b"}, {"a2", 0, "a"}, {"c0", 0, "c"}, {"b1", 0, "b"}} {
 			add(t, b, it)
 		}
 		a0.release <- nil
-		next := c.next(t)
-		if !slices.Equal(next.names, []string{"a1", "b0", "c0"}) {
-			t.Errorf("after a0's call = %v, want [a1 b0 c0] (a2 waits for a1)", next.names)
-		}
-		next.release <- nil
-		if got := c.next(t).names; !slices.Equal(got, []string{"a2"}) {
-			t.Errorf("after a1's call = %v, want [a2]", got)
+		if got := c.next(t).names; !slices.Equal(got, []string{"a1", "b0", "a2", "c0", "b1"}) {
+			t.Errorf("after a0's call = %v, want [a1 b0 a2 c0 b1]", got)
 		}
 		c.free()
 		b.Stop()
@@ -451,23 +445,27 @@ func TestConcurrentUse(t *testing.T) {
 		problems []string
 	)
 	call := func(_ context.Context, batch []*tracked) error {
+		keys := map[string]bool{}
 		mu.Lock()
 		for _, it := range batch {
 			seen[it.name]++
-			if inCall[it.key] {
-				problems = append(problems, "overlap "+it.key)
-			}
-			inCall[it.key] = true
+			keys[it.key] = true
 			if it.seq < last[it.key] {
 				problems = append(problems, "out of order "+it.name)
 			}
 			last[it.key] = it.seq
 		}
+		for k := range keys {
+			if inCall[k] {
+				problems = append(problems, "overlap "+k)
+			}
+			inCall[k] = true
+		}
 		mu.Unlock()
 		time.Sleep(time.Duration(rand.IntN(200)) * time.Microsecond) // a backend's latency
 		mu.Lock()
-		for _, it := range batch {
-			delete(inCall, it.key)
+		for k := range keys {
+			delete(inCall, k)
 		}
 		mu.Unlock()
 		for _, it := range batch {

@@ -18,7 +18,8 @@
 // key, so with a key per person every event becomes its own Publish call.
 // Pub/Sub itself keeps order per key within and across Publish requests as
 // long as a key's requests do not overlap; this batcher puts many keys into
-// one request and never has two requests of the same key in flight.
+// one request, and a key's queued messages together, and never has two
+// requests of the same key in flight.
 //
 // The batching itself (self-clocked: a lone message goes at once, messages
 // that arrive while a partial batch is in flight go together when it

@@ -188,3 +188,38 @@ func TestWithoutOrdering(t *testing.T) {
 		t.Errorf("ordering key = %q, want none", got)
 	}
 }
+
+// TestOnePersonsEventsShareACall: the events of one person (one ordering
+// key) that queue behind the call carrying that key go together, in order,
+// in the next call: Pub/Sub keeps a key's order within a request. A batch
+// of one person's 100 events so takes two Publish round trips, not 100 in
+// a row.
+func TestOnePersonsEventsShareACall(t *testing.T) {
+	g := &gateRPC{release: make(chan struct{})}
+	p := newPublisher(g, "projects/p/topics/t", Options{DelayThreshold: time.Hour})
+	var wg sync.WaitGroup
+	for i := range 100 {
+		wg.Go(func() {
+			if _, err := p.Publish(context.Background(), msg("person", fmt.Sprint(i))); err != nil {
+				t.Errorf("Publish(%d) = %v, want nil", i, err)
+			}
+		})
+		// Wait until it is queued, so that the order is fixed.
+		waitFor(t, "the event queued", func() bool { return p.batcher.Stats().Added == int64(i+1) })
+	}
+	close(g.release)
+	wg.Wait()
+	p.Stop()
+	if got := g.sizes(); fmt.Sprint(got) != "[1 99]" {
+		t.Errorf("call sizes = %v, want [1 99]", got)
+	}
+	n := 0
+	for _, req := range g.requests {
+		for _, m := range req {
+			if want := fmt.Sprint(n); string(m.Data) != want {
+				t.Errorf("message %d of the key = %s, want %s", n, m.Data, want)
+			}
+			n++
+		}
+	}
+}
