@@ -16,20 +16,13 @@ import (
 type Account struct {
 	// ID is the account's id, envelope.AccountID of the key: it names the
 	// account's rate limiter and its log lines. deliver has it from the
-	// message; NewAccount computes it. Empty means it is computed from the
-	// key on each use.
+	// message; empty means it is computed from the key on each use.
 	ID string
 	// APIKey is the raw Startdeliver API key, sent as the Authorization header.
 	APIKey string
 	// BaseURL overrides the client's default base URL for this account
 	// (the account's startdeliverApiUrl setting). Empty means the default.
 	BaseURL string
-}
-
-// NewAccount returns the Account of apiKey at baseURL ("" for the
-// default), with its ID computed once.
-func NewAccount(apiKey, baseURL string) Account {
-	return Account{ID: envelope.AccountID(apiKey), APIKey: apiKey, BaseURL: baseURL}
 }
 
 func (a Account) id() string {

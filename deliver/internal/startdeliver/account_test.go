@@ -10,15 +10,12 @@ import (
 )
 
 // TestAccountID: an Account is named by the one account id
-// (envelope.AccountID), computed once by NewAccount or given by the caller
-// as deliver does from the message, never by its key.
+// (envelope.AccountID), given by the caller as deliver does from the
+// message, or computed from the key; never by its key.
 func TestAccountID(t *testing.T) {
 	const k = "sd-account-test-key"
 	id := envelope.AccountID(k)
-	if got := startdeliver.NewAccount(k, "").ID; got != id {
-		t.Errorf("NewAccount(k).ID = %q, want envelope.AccountID(k) = %q", got, id)
-	}
-	for _, acct := range []startdeliver.Account{startdeliver.NewAccount(k, ""), {APIKey: k}} {
+	for _, acct := range []startdeliver.Account{{ID: id, APIKey: k}, {APIKey: k}} {
 		if got, want := acct.String(), "account("+id[:12]+")"; got != want {
 			t.Errorf("%#v.String() = %q, want %q", acct, got, want)
 		}

@@ -70,16 +70,16 @@ func newLimiters(cfg RateLimit) *limiters {
 	return &limiters{cfg: cfg.withDefaults(), m: map[string]*accountLimiter{}}
 }
 
-func (l *limiters) get(keyHash string) *accountLimiter {
+func (l *limiters) get(accountID string) *accountLimiter {
 	if l.cfg.Disabled {
 		return nil
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	al, ok := l.m[keyHash]
+	al, ok := l.m[accountID]
 	if !ok {
 		al = &accountLimiter{cfg: l.cfg, lim: rate.NewLimiter(rate.Limit(l.cfg.Max), l.cfg.Burst)}
-		l.m[keyHash] = al
+		l.m[accountID] = al
 	}
 	return al
 }
@@ -153,12 +153,4 @@ func (a *accountLimiter) setRate(r float64) {
 	}
 	a.lim.SetLimit(rate.Limit(r))
 	a.lim.SetBurst(burst)
-}
-
-// current returns the account's rate in requests per second.
-func (a *accountLimiter) current() float64 {
-	if a == nil {
-		return math.Inf(1)
-	}
-	return float64(a.lim.Limit())
 }

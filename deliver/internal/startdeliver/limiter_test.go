@@ -1,6 +1,17 @@
 package startdeliver
 
-import "testing"
+import (
+	"math"
+	"testing"
+)
+
+// current returns the account's rate in requests per second.
+func (a *accountLimiter) current() float64 {
+	if a == nil {
+		return math.Inf(1)
+	}
+	return float64(a.lim.Limit())
+}
 
 // TestRateLimiterRecovers: a 429 halves the account's rate, and successes
 // bring it back to the maximum in RecoverSteps.
