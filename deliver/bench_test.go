@@ -186,7 +186,7 @@ func TestBenchDeliver(t *testing.T) {
 		"(%.1f documents per BatchGetDocuments call with known users, %.0f Firestore calls per 10,000 events in all: each completion record is a write of its own, sent at once to keep the crash window short), yet checks and records still take %s per event against one %s call, "+
 		"most of it waiting behind the emulators for the cores, and the dedupe check's %s is inside the account slot. "+
 		"New users cost %.0f Firestore calls per 10,000 events, most of them the identity claims (a transaction per new user, then its record), which do not share round trips. "+
-		"Under a backlog, keep PULL_MAX_OUTSTANDING near ACCOUNT_CONCURRENCY × the accounts in it, so that fewer events wait for a slot. "+
+		"The held messages (PULL_MAX_OUTSTANDING, default 2,048; 256 here) are one pool for all accounts: a pool larger than one account's burst lets other accounts' first events past it (the burst test), and the held ones that have not started are nacked at a shutdown. "+
 		"Memory is bounded by flow control: peak RSS is the same with 10 times the backlog.\n\n",
 		perCall(known.wireReads, known.readCalls), known.per10k(known.readCalls+known.writeCalls+known.beginCalls),
 		msWall(known.doneWait+known.completeWait), benchLatency, msWall(known.doneWait),

@@ -71,7 +71,8 @@
 //     no slot, and then finds its completion record;
 //   - the wait ends only when the intake's context does: at shutdown, or in
 //     push mode TurnWait before the ack deadline. Such an event has not
-//     started: it is nacked.
+//     started: it is nacked, which spends one of its delivery attempts (the
+//     price of a large pool: more messages may be waiting at a SIGTERM).
 //
 // # Retry policy
 //
