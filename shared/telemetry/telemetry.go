@@ -84,18 +84,14 @@ func Setup(ctx context.Context, cfg Config) (shutdown func(context.Context) erro
 		res, err = newResource(ctx, cfg)
 	}
 	exp, reader := cfg.SpanExporter, cfg.MetricReader
-	off := strings.EqualFold(strings.TrimSpace(os.Getenv("OTEL_SDK_DISABLED")), "true")
-	if err == nil && exp == nil && !off {
+	if err == nil && exp == nil {
 		exp, err = exporter(ctx, "TRACES", "OTEL_CONSOLE_FILE", &files,
 			func(w io.Writer) (sdktrace.SpanExporter, error) { return stdouttrace.New(stdouttrace.WithWriter(w)) },
 			func(ctx context.Context, fallback func(context.Context) (sdktrace.SpanExporter, error)) (sdktrace.SpanExporter, error) {
 				return autoexport.NewSpanExporter(ctx, autoexport.WithFallbackSpanExporter(fallback))
 			}, gcpSpanExporter)
-		if exp != nil && autoexport.IsNoneSpanExporter(exp) {
-			exp = nil
-		}
 	}
-	if err == nil && reader == nil && !off {
+	if err == nil && reader == nil {
 		reader, err = exporter(ctx, "METRICS", "OTEL_CONSOLE_METRICS_FILE", &files,
 			func(w io.Writer) (sdkmetric.Reader, error) {
 				exp, err := stdoutmetric.New(stdoutmetric.WithWriter(w))
@@ -104,9 +100,6 @@ func Setup(ctx context.Context, cfg Config) (shutdown func(context.Context) erro
 			func(ctx context.Context, fallback func(context.Context) (sdkmetric.Reader, error)) (sdkmetric.Reader, error) {
 				return autoexport.NewMetricReader(ctx, autoexport.WithFallbackMetricReader(fallback))
 			}, gcpMetricReader)
-		if reader != nil && autoexport.IsNoneMetricReader(reader) {
-			reader = nil
-		}
 	}
 	if err != nil {
 		if exp != nil && cfg.SpanExporter == nil {
@@ -135,16 +128,20 @@ func Setup(ctx context.Context, cfg Config) (shutdown func(context.Context) erro
 }
 
 // exporter is the span exporter or metric reader of one signal ("TRACES",
-// "METRICS"): console into fileVar's file when OTEL_<signal>_EXPORTER is
-// console and fileVar is set (O_APPEND: each line is one write, so
-// processes may share the file); else what autoexport builds for the
-// variable or, when it is unset, defaultExporter's choice (zero for none).
+// "METRICS"): none (the zero T) for none or OTEL_SDK_DISABLED=true; console
+// into fileVar's file when OTEL_<signal>_EXPORTER is console and fileVar is
+// set (O_APPEND: each line is one write, so processes may share the file);
+// else what autoexport builds for the variable or, when it is unset,
+// defaultExporter's choice.
 func exporter[T any](ctx context.Context, signal, fileVar string, files *[]io.Closer,
 	console func(io.Writer) (T, error),
 	auto func(context.Context, func(context.Context) (T, error)) (T, error),
 	gcp func(context.Context) (T, error),
 ) (t T, err error) {
 	name := "OTEL_" + signal + "_EXPORTER"
+	if os.Getenv(name) == "none" || strings.EqualFold(strings.TrimSpace(os.Getenv("OTEL_SDK_DISABLED")), "true") {
+		return t, nil
+	}
 	if path := os.Getenv(fileVar); path != "" && os.Getenv(name) == "console" {
 		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 		if err != nil {
