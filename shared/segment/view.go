@@ -428,11 +428,21 @@ func dupMember(data []byte, members []Member) int {
 		}
 		return -1
 	}
+	var esc uint32 // bit i: members[i]'s key has an escape
+	for i, m := range members {
+		if bytes.IndexByte(data[m.Key.Start:m.Key.End], '\\') >= 0 {
+			esc |= 1 << i
+		}
+	}
 	for i := 1; i < len(members); i++ {
 		ki := data[members[i].Key.Start:members[i].Key.End]
 		for j := range i {
 			kj := data[members[j].Key.Start:members[j].Key.End]
-			if keyEqual(ki, kj) {
+			if (esc>>i|esc>>j)&1 == 0 {
+				if len(ki) == len(kj) && string(ki) == string(kj) {
+					return i
+				}
+			} else if keyEqual(ki, kj) {
 				return i
 			}
 		}
