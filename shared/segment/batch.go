@@ -295,16 +295,24 @@ func (b *Batch) mergeObject(j int, own []byte) []byte {
 		return nil // cannot happen: own passed the pre-pass as part of the body
 	}
 	ownKeys := s.Members()
-	var out []byte
-	for _, p := range pairs {
-		found := false
+	has := func(k string) bool {
 		for _, m := range ownKeys {
-			if string(keyText(own[m.Key.Start:m.Key.End])) == p.key {
-				found = true
-				break
+			if string(keyText(own[m.Key.Start:m.Key.End])) == k {
+				return true
 			}
 		}
-		if found {
+		return false
+	}
+	if len(ownKeys)*len(pairs) > 256 { // linear in the keys, not their product
+		set := make(map[string]struct{}, len(ownKeys))
+		for _, m := range ownKeys {
+			set[string(keyText(own[m.Key.Start:m.Key.End]))] = struct{}{}
+		}
+		has = func(k string) bool { _, ok := set[k]; return ok }
+	}
+	var out []byte
+	for _, p := range pairs {
+		if has(p.key) {
 			continue
 		}
 		if out == nil {

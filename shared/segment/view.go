@@ -417,7 +417,14 @@ func dupMember(data []byte, members []Member) int {
 	if len(members) < 2 {
 		return -1
 	}
-	if len(members) > 32 {
+	// Pairwise comparison for the few short keys of an event, which needs
+	// no allocation; a map past that, so that the cost stays linear in the
+	// key bytes whatever the keys are (this runs before authentication).
+	keyBytes := 0
+	for _, m := range members {
+		keyBytes += m.Key.End - m.Key.Start
+	}
+	if len(members) > 32 || keyBytes > 1024 {
 		seen := make(map[string]struct{}, len(members))
 		for i, m := range members {
 			k := string(keyText(data[m.Key.Start:m.Key.End]))

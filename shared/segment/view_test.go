@@ -1,6 +1,7 @@
 package segment
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -128,9 +129,24 @@ func TestBatchEventMatchesDecode(t *testing.T) {
 		`{"context":{"ip":"1.2.3.4","library":{"name":"outer"},"ip":"5.6.7.8"},"integrations":{"All":false},"batch":[` + items + `]}`,
 		`{"context":{},"integrations":null,"batch":[{"type":"track","userId":"u","event":"e","context":{"a":1}}]}`,
 		`{"context":{"a":2,"b":3},"batch":[{"type":"track","userId":"u","event":"e","context":{ }},{"type":"track","userId":"u","event":"e","context":{"b":1}},{"type":"track","userId":"u","event":"e","CONTEXT":{"b":1}},{"type":"track","userId":"u","event":"e","Context":null}]}`,
+		manyKeys(),
 	} {
 		checkBatchView(t, []byte(body))
 	}
+}
+
+// manyKeys is a batch whose outer context and events' own contexts have
+// enough keys that merging looks keys up in a set rather than pairwise.
+func manyKeys() string {
+	var outer, own []string
+	for i := range 30 {
+		outer = append(outer, fmt.Sprintf(`"k%d":%d`, i, i))
+		if i%2 == 0 {
+			own = append(own, fmt.Sprintf(`"k%d":"own"`, i))
+		}
+		own = append(own, fmt.Sprintf(`"o%d":true`, i))
+	}
+	return `{"context":{` + strings.Join(outer, ",") + `},"batch":[{"type":"track","userId":"u","event":"e","context":{` + strings.Join(own, ",") + `}}]}`
 }
 
 func FuzzBatchEventMatchesDecode(f *testing.F) {

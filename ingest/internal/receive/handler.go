@@ -87,7 +87,7 @@ type Options struct {
 }
 
 // DefaultMaxInflightBytes is Options.MaxInflightBytes when unset: an eighth
-// of a 512 MiB Cloud Run instance, room for a worst-case batch (about 34 MB:
+// of a 512 MiB Cloud Run instance, room for a worst-case batch (about 42 MB:
 // its body, its decoded events and 2,500 messages with the largest outer
 // context merged), several ordinary ones and thousands of single events at
 // once.
@@ -96,7 +96,12 @@ const DefaultMaxInflightBytes = 64 << 20
 // MinInflightBytes is the least MaxInflightBytes that admits one maximal
 // batch: its body, its decoded events, and its 2,500 events with the outer
 // context and integrations merged into each.
-const MinInflightBytes = (2+treeFactor)*segment.MaxRequestBytes + segment.MaxBatchEvents*(segment.MaxOuterBytes+32+segment.MaxOuterKeys*mapEntryBytes)
+const MinInflightBytes = (2+treeFactor+recordFactor)*segment.MaxRequestBytes + segment.MaxBatchEvents*(segment.MaxOuterBytes+32+segment.MaxOuterKeys*mapEntryBytes)
+
+// recordFactor bounds the pre-pass's records (Scanner.RecordBytes) per byte
+// of body: a 40-byte member for every 5 bytes of the smallest members
+// ("":0,), twice that while its slice grows.
+const recordFactor = 16
 
 // mapEntryBytes is about what one map entry costs (key, interface value,
 // bucket share).
@@ -308,8 +313,12 @@ func (b *budget) release() {
 	b.held = 0
 }
 
-// treeFactor is how much memory a decoded event takes per byte of its JSON,
-// roughly (maps, interface values, strings), for the in-flight budget.
+// treeFactor is how much memory a decoded event may take per byte of its
+// JSON, for the in-flight budget. Events are views of the body
+// (segment.DecodeView): what they hold is the pre-pass's record of their
+// members (reserved on its own, exactly: intake), their edits and a merged
+// context, well under 1 byte per byte; 4 was the estimate for the tree of
+// maps decoded before, kept, which leaves room to spare.
 const treeFactor = 4
 
 // intake is what every event endpoint does before its events: refuse what
@@ -341,6 +350,11 @@ func (h *Handler) intake(ctx context.Context, r *http.Request, limit int64, body
 		return nil, nil, herr.about(req.accountID, "")
 	}
 	req.body = body
+	// The pre-pass's record of the members, which the events are read
+	// from: linear in the body, and counted like it.
+	if !b.take(sc.RecordBytes()) {
+		return nil, nil, busy().about(req.accountID, "")
+	}
 	if err := segment.CheckObject(body, sc); err != nil {
 		return nil, nil, fail(http.StatusBadRequest, "%v", err).about(req.accountID, "")
 	}
