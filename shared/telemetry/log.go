@@ -101,12 +101,13 @@ var (
 // traceHandler adds the Cloud Logging trace fields from the record's
 // context. The fields must be top-level even under WithGroup, so the
 // handler remembers the WithAttrs and WithGroup calls and, for a record
-// with a span, replays them on top of the root handler given the trace
-// fields.
+// with a span under a group, replays them on top of the root handler given
+// the trace fields; without a group they join the record's own attributes.
 type traceHandler struct {
-	slog.Handler // root with ops applied, for a record without a span
+	slog.Handler // root with ops applied
 	root         slog.Handler
 	ops          []func(slog.Handler) slog.Handler
+	grouped      bool // a WithGroup is among ops
 	projectID    string
 }
 
@@ -119,11 +120,17 @@ func (h *traceHandler) Handle(ctx context.Context, r slog.Record) error {
 	if h.projectID != "" {
 		traceID = "projects/" + h.projectID + "/traces/" + traceID
 	}
-	hh := h.root.WithAttrs([]slog.Attr{
+	fields := []slog.Attr{
 		slog.String(logKeyTrace, traceID),
 		slog.String(logKeySpanID, sc.SpanID().String()),
 		slog.Bool(logKeyTraceSampled, sc.IsSampled()),
-	})
+	}
+	if !h.grouped {
+		r = r.Clone()
+		r.AddAttrs(fields...)
+		return h.Handler.Handle(ctx, r)
+	}
+	hh := h.root.WithAttrs(fields)
 	for _, op := range h.ops {
 		hh = op(hh)
 	}
@@ -131,13 +138,14 @@ func (h *traceHandler) Handle(ctx context.Context, r slog.Record) error {
 }
 
 func (h *traceHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return h.with(func(x slog.Handler) slog.Handler { return x.WithAttrs(attrs) })
+	return h.with(func(x slog.Handler) slog.Handler { return x.WithAttrs(attrs) }, false)
 }
 
 func (h *traceHandler) WithGroup(name string) slog.Handler {
-	return h.with(func(x slog.Handler) slog.Handler { return x.WithGroup(name) })
+	return h.with(func(x slog.Handler) slog.Handler { return x.WithGroup(name) }, name != "")
 }
 
-func (h *traceHandler) with(op func(slog.Handler) slog.Handler) *traceHandler {
-	return &traceHandler{Handler: op(h.Handler), root: h.root, ops: append(slices.Clip(h.ops), op), projectID: h.projectID}
+func (h *traceHandler) with(op func(slog.Handler) slog.Handler, group bool) *traceHandler {
+	return &traceHandler{Handler: op(h.Handler), root: h.root, ops: append(slices.Clip(h.ops), op),
+		grouped: h.grouped || group, projectID: h.projectID}
 }
