@@ -14,10 +14,6 @@ import (
 	"github.com/startdeliver/segment-destination/shared/plan"
 )
 
-// ClassMalformed is the failure class of a Startdeliver answer that breaks
-// the API's shape (a found or created entity without an id).
-const ClassMalformed = startdeliver.ClassMalformed
-
 // applier carries a plan out in Startdeliver: the customer first (so that
 // the user can link to it), then the user, then the usage record. It finds
 // before it creates, creates a new person once across concurrent events

@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver"
 	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver/startdelivertest"
 	"github.com/startdeliver/segment-destination/shared/accountstore"
 	"github.com/startdeliver/segment-destination/shared/envelope"
@@ -38,13 +39,13 @@ func TestClassification(t *testing.T) {
 		wantCalls int // Startdeliver requests, -1: not checked
 	}{
 		{name: "2xx that is not JSON (find)", fault: &startdelivertest.Fault{Status: 200, Body: "<html>maintenance</html>", Route: "GET /user"},
-			want: Ack, outcome: OutcomeDeadLettered, class: ClassMalformed, wantCalls: 1},
+			want: Ack, outcome: OutcomeDeadLettered, class: startdeliver.ClassMalformed, wantCalls: 1},
 		{name: "2xx that is not JSON (usage)", fault: &startdelivertest.Fault{Status: 201, Body: "ok", Route: "POST /usage"},
-			want: Ack, outcome: OutcomeDeadLettered, class: ClassMalformed, wantCalls: 3},
+			want: Ack, outcome: OutcomeDeadLettered, class: startdeliver.ClassMalformed, wantCalls: 3},
 		{name: "found user without an id", fault: &startdelivertest.Fault{Status: 200, Body: `{"result":[{"name":"no id"}]}`, Route: "GET /user"},
-			want: Ack, outcome: OutcomeDeadLettered, class: ClassMalformed, wantCalls: 1},
+			want: Ack, outcome: OutcomeDeadLettered, class: startdeliver.ClassMalformed, wantCalls: 1},
 		{name: "created user without an id", fault: &startdelivertest.Fault{Status: 201, Body: `{"name":"no id"}`, Route: "POST /user"},
-			want: Ack, outcome: OutcomeDeadLettered, class: ClassMalformed, wantCalls: 2},
+			want: Ack, outcome: OutcomeDeadLettered, class: startdeliver.ClassMalformed, wantCalls: 2},
 		{name: "400", fault: &startdelivertest.Fault{Status: 400, Route: "POST /usage"}, want: Ack, outcome: OutcomeDeadLettered, class: ClassStartdeliver, wantCalls: 3},
 		{name: "401", fault: &startdelivertest.Fault{Status: 401}, want: Ack, outcome: OutcomeDeadLettered, class: ClassStartdeliver, wantCalls: 1},
 		{name: "403", fault: &startdelivertest.Fault{Status: 403}, want: Ack, outcome: OutcomeDeadLettered, class: ClassStartdeliver, wantCalls: 1},
