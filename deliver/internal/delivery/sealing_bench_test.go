@@ -91,23 +91,5 @@ func BenchmarkSealing(b *testing.B) {
 		}
 		return cputime.Process() - c0
 	}
-	run(false) // warm both
-	run(true)
-	var cpuPlain, cpuSealed time.Duration
-	events, round := 0, 0
-	b.ResetTimer()
-	for events < b.N {
-		if round%2 == 0 {
-			cpuPlain += run(false)
-			cpuSealed += run(true)
-		} else {
-			cpuSealed += run(true)
-			cpuPlain += run(false)
-		}
-		round++
-		events += block
-	}
-	b.ReportMetric(float64(cpuPlain.Nanoseconds())/float64(events), "plain-cpu-ns/event")
-	b.ReportMetric(float64(cpuSealed.Nanoseconds())/float64(events), "sealed-cpu-ns/event")
-	b.ReportMetric(float64(cpuSealed)/float64(cpuPlain), "sealed/plain")
+	cputime.Alternate(b, block, [2]string{"plain", "sealed"}, func(i int) time.Duration { return run(i == 1) })
 }

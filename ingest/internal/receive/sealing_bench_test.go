@@ -31,32 +31,12 @@ func BenchmarkSealing(b *testing.B) {
 		}
 	}
 	const block = 200
-	for range block { // warm both
-		serve(plain)
-		serve(sealed)
-	}
-	var cpuPlain, cpuSealed time.Duration
-	events, round := 0, 0
-	b.ResetTimer()
-	for events < b.N {
-		run := func(h *Handler) time.Duration {
-			c0 := cputime.Process()
-			for range block {
-				serve(h)
-			}
-			return cputime.Process() - c0
+	cputime.Alternate(b, block, [2]string{"plain", "sealed"}, func(i int) time.Duration {
+		h := [2]*Handler{plain, sealed}[i]
+		c0 := cputime.Process()
+		for range block {
+			serve(h)
 		}
-		if round%2 == 0 {
-			cpuPlain += run(plain)
-			cpuSealed += run(sealed)
-		} else {
-			cpuSealed += run(sealed)
-			cpuPlain += run(plain)
-		}
-		round++
-		events += block
-	}
-	b.ReportMetric(float64(cpuPlain.Nanoseconds())/float64(events), "plain-cpu-ns/event")
-	b.ReportMetric(float64(cpuSealed.Nanoseconds())/float64(events), "sealed-cpu-ns/event")
-	b.ReportMetric(float64(cpuSealed)/float64(cpuPlain), "sealed/plain")
+		return cputime.Process() - c0
+	})
 }
