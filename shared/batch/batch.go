@@ -338,7 +338,10 @@ func (b *Batcher[T]) busyElsewhere(k string, call int64) bool {
 
 // run makes one call and, when it returns, sends what queued meanwhile.
 func (b *Batcher[T]) run(ctx context.Context, items []T, keys []string, size int, partial bool) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.opts.CallTimeout)
+	if ctx.Done() != nil { // else it cannot end: spare the wrapper
+		ctx = context.WithoutCancel(ctx)
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.opts.CallTimeout)
 	start := time.Now()
 	err := b.call(ctx, items)
 	took := time.Since(start)

@@ -80,13 +80,19 @@ type rpc interface {
 }
 
 // outgoing is one message on its way to Pub/Sub, its caller waiting on
-// done for the result of the Publish call that carries it.
+// done for the result of the Publish call that carries it. The batcher
+// holds it by value (one allocation less per message).
 type outgoing struct {
 	msg  *pubsubpb.PubsubMessage
 	size int
-	done chan error
-	// id is Pub/Sub's id for the message, set before done is told of success.
-	id string
+	done chan answer // buffered: a call never waits for a caller
+}
+
+// answer is a Publish call's answer for one message: Pub/Sub's id for
+// it, or the call's error.
+type answer struct {
+	id  string
+	err error
 }
 
 // Publisher publishes envelopes to one topic. Safe for concurrent use.
@@ -94,7 +100,7 @@ type Publisher struct {
 	rpc     rpc
 	topic   string
 	opts    Options
-	batcher *batch.Batcher[*outgoing]
+	batcher *batch.Batcher[outgoing]
 }
 
 // Stats are counts since the publisher started.
@@ -140,9 +146,9 @@ func newPublisher(r rpc, topic string, opts Options) *Publisher {
 		opts.MaxBytes = 64 << 20
 	}
 	p := &Publisher{rpc: r, topic: topic, opts: opts}
-	bo := batch.Options[*outgoing]{
+	bo := batch.Options[outgoing]{
 		MaxItems:    opts.CountThreshold,
-		Size:        func(o *outgoing) int { return o.size },
+		Size:        func(o outgoing) int { return o.size },
 		MaxBytes:    opts.ByteThreshold,
 		MaxHeld:     opts.MaxBytes,
 		MaxCalls:    opts.MaxInFlight,
@@ -151,7 +157,7 @@ func newPublisher(r rpc, topic string, opts Options) *Publisher {
 		CallTimeout: opts.Timeout,
 	}
 	if !opts.DisableOrdering {
-		bo.Key = func(o *outgoing) string { return o.msg.OrderingKey }
+		bo.Key = func(o outgoing) string { return o.msg.OrderingKey }
 	}
 	p.batcher = batch.New(p.send, bo)
 	return p
@@ -186,12 +192,14 @@ func (p *Publisher) Publish(ctx context.Context, msg *envelope.Encoded) (string,
 	for k, v := range m.Attributes {
 		size += len(k) + len(v)
 	}
-	o := &outgoing{msg: m, size: size, done: make(chan error, 1)}
+	o := outgoing{msg: m, size: size, done: make(chan answer, 1)}
 	id := msg.Attributes[envelope.AttrMessageID]
 	if err := ctx.Err(); err != nil {
 		return "", fmt.Errorf("publish %s: %w (%w)", id, ErrWithdrawn, err)
 	}
-	ticket, err := p.batcher.Add(ctx, o)
+	// The Publish call serves many requests: it runs under none of their
+	// contexts (ctx bounds only this caller's wait).
+	ticket, err := p.batcher.Add(context.Background(), o)
 	switch {
 	case errors.Is(err, batch.ErrStopped):
 		return "", ErrStopped
@@ -205,11 +213,11 @@ func (p *Publisher) Publish(ctx context.Context, msg *envelope.Encoded) (string,
 	defer t.Stop()
 	var why error
 	select {
-	case err := <-o.done:
-		if err != nil {
-			return "", fmt.Errorf("publish %s: %w", id, err)
+	case r := <-o.done:
+		if r.err != nil {
+			return "", fmt.Errorf("publish %s: %w", id, r.err)
 		}
-		return o.id, nil
+		return r.id, nil
 	case <-ctx.Done():
 		why = ctx.Err()
 	case <-t.C:
@@ -223,7 +231,7 @@ func (p *Publisher) Publish(ctx context.Context, msg *envelope.Encoded) (string,
 
 // send publishes one batch and tells each of its messages the result. ctx
 // ends after the publish timeout.
-func (p *Publisher) send(ctx context.Context, batch []*outgoing) error {
+func (p *Publisher) send(ctx context.Context, batch []outgoing) error {
 	msgs := make([]*pubsubpb.PubsubMessage, len(batch))
 	for i, o := range batch {
 		msgs[i] = o.msg
@@ -233,10 +241,11 @@ func (p *Publisher) send(ctx context.Context, batch []*outgoing) error {
 		err = fmt.Errorf("pubsub answered %d message ids for %d messages", len(resp.GetMessageIds()), len(batch))
 	}
 	for i, o := range batch {
+		r := answer{err: err}
 		if err == nil {
-			o.id = resp.MessageIds[i]
+			r.id = resp.MessageIds[i]
 		}
-		o.done <- err
+		o.done <- r
 	}
 	return err
 }
