@@ -21,10 +21,11 @@
 // threshold or a DelayThreshold timer started by the first item, so a lone
 // item waits for the timer, or, with a short timer, every call carries what
 // arrived within it whatever the latency; it cannot take an item back once
-// added, so the items of callers who gave up are still handled, late and
-// without bound in an outage; and it has no notion of keys that must not be
-// in two calls at once (the Pub/Sub client runs one bundler per ordering
-// key, so with a key per person every message is its own call).
+// added, so the items of callers who gave up are still handled, late (in an
+// outage, the messages of requests long since answered 503); and it has no
+// notion of keys that must not be in two calls at once (the Pub/Sub client
+// runs one bundler per ordering key, so with a key per person nearly every
+// message is its own call).
 package batch
 
 import (
@@ -98,8 +99,8 @@ type Ticket[T any] struct {
 	sent, withdrawn bool
 }
 
-// Stats is a batcher's state: counts since it started, and what it holds
-// now.
+// Stats is a batcher's state, for metrics, benchmarks and tests: counts
+// since it started, and what it holds now.
 type Stats struct {
 	Added    int64 // items ever added
 	Calls    int64 // calls started
