@@ -206,6 +206,10 @@ func (s *Scanner) Feed(data []byte) error {
 				if s.strKey {
 					switch {
 					case s.depth == 1:
+						if s.members == nil {
+							// An event has a dozen or so: one allocation, not five.
+							s.members = make([]Member, 0, 16)
+						}
 						s.members = append(s.members, Member{Key: Span{s.strStart, i + 1}})
 					case s.depth == 3 && s.stack&7 == inItem:
 						s.itemMembers = append(s.itemMembers, Member{Key: Span{s.strStart, i + 1}})
