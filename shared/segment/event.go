@@ -2,8 +2,11 @@
 // of everything real Segment traffic contains, the typed view of the fields
 // the pipeline acts on, and validation with precise messages.
 //
-// An Event keeps the caller's whole object in Raw, so nothing the caller sent
-// is lost on the way through Pub/Sub; the typed fields are a view of it.
+// An Event keeps the caller's whole object, so nothing the caller sent is
+// lost on the way through Pub/Sub; the typed fields are a view of it. Decode
+// keeps it as a tree (Raw), for deliver and explain, which look values up by
+// path; DecodeView and Batch.Event keep it as the bytes it came in, for
+// ingest, which only validates, routes and publishes it (view.go).
 package segment
 
 import (

@@ -19,6 +19,14 @@ import (
 // object as encoding Raw would (the same keys and values; members in the
 // order received, each value as the bytes it came in), so deliver, which
 // decodes the published event into a tree, cannot tell the two apart.
+//
+// Why not a library: no JSON library reads an object's members from spans a
+// pre-pass already found, and decoding with one means a second pass and the
+// tree. Measured (BenchmarkDeployed in ingest/internal/receive, the handler
+// as deployed, same run): a /v1/batch event 73-85 µs with segmentio's
+// decoder into maps, 25 µs as a view; allocations per batch of 100 19,220
+// -> 4,842. The guarantees are the same: TestViewMatchesDecode and
+// FuzzViewMatchesDecode hold a view to Decode's fields, errors and output.
 
 // vfield is a canonical top-level key a view tracks: the typed fields, and
 // the other keys that have aliases (so that aliases are resolved as FromMap
