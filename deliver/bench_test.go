@@ -20,10 +20,8 @@ import (
 	"time"
 
 	"cloud.google.com/go/firestore"
-	"cloud.google.com/go/firestore/apiv1/firestorepb"
 	"cloud.google.com/go/pubsub/v2"
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -75,7 +73,7 @@ func TestBenchDeliver(t *testing.T) {
 	}
 	env := emulatortest.Require(t)
 	ps := emulatortest.PubSub(t, env)
-	fs, wire := countingFirestore(t, env)
+	fs, wire := emulatortest.CountingFirestore(t, env)
 	concurrency := min(benchOutstanding, benchAccounts*benchPerAccount)
 	ideal := float64(concurrency) / benchLatency.Seconds()
 	b := &bench{t: t, env: env, ps: ps, fs: fs, wire: wire}
@@ -150,7 +148,7 @@ func TestBenchDeliver(t *testing.T) {
 	fmt.Fprintf(w, "| new users: events/s (%d events) | %.0f | %s of ideal; CPU per event %s in process, %s Firestore emulator, %s Pub/Sub emulator |\n",
 		fresh.events, fresh.rate, ratio(fresh.rate, ideal), ms(fresh.cpuPerEvent), ms(fresh.fsCPU), ms(fresh.psCPU))
 	fmt.Fprintf(w, "| new users: nacked (redelivered) | %d | of %d events: %s |\n", fresh.nacked, fresh.events, orNone(fresh.nackClasses))
-	fmt.Fprintf(w, "| **Firestore reads per 10,000 events, known users** | **%.0f** | counted on the wire (documents in BatchGetDocuments answers); by the stores' own counters: dedupe %.0f, config %.0f; writes %.0f |\n",
+	fmt.Fprintf(w, "| **Firestore reads per 10,000 events, known users** | **%.0f** | counted on the wire (documents in BatchGetDocuments answers); of them dedupe %.0f, config %.0f; writes %.0f |\n",
 		known.per10k(known.wireReads), known.per10k(known.dedupeReads), known.per10k(known.configReads), known.per10k(known.wireWrites))
 	fmt.Fprintf(w, "| **Firestore calls per 10,000 events, known users** | **%.0f** | BatchGetDocuments %.0f (%.1f documents each), Commit and BatchWrite %.0f (%.1f writes each), BeginTransaction %.0f |\n",
 		known.per10k(known.readCalls+known.writeCalls+known.beginCalls), known.per10k(known.readCalls), perCall(known.wireReads, known.readCalls),
@@ -201,7 +199,7 @@ type bench struct {
 	env  emulatortest.Env
 	ps   *pubsub.Client
 	fs   *firestore.Client
-	wire *wireCounter
+	wire *emulatortest.Wire
 }
 
 // pipelineResult is one in-process run of deliver's pipeline.
@@ -365,8 +363,9 @@ func (b *bench) pipeline(name string, n int, newUsers, unlimited bool) pipelineR
 		}
 		return res
 	})
-	reads0, writes0 := b.wire.reads.Load(), b.wire.writes.Load()
-	readCalls0, writeCalls0, beginCalls0 := b.wire.readCalls.Load(), b.wire.writeCalls.Load(), b.wire.beginCalls.Load()
+	reads0, writes0 := b.wire.Reads.Load(), b.wire.Writes.Load()
+	dedupeReads0, configReads0 := b.wire.ReadsOf(col+"-deliveries"), b.wire.ReadsOf(col)
+	readCalls0, writeCalls0, beginCalls0 := b.wire.ReadCalls.Load(), b.wire.WriteCalls.Load(), b.wire.BeginCalls.Load()
 	cpu0 := cputime.Process()
 	busy0, total0 := machineCPU()
 	fs0, ps0 := emulatorCPU(b.env.FirestoreHost), emulatorCPU(b.env.PubSubHost)
@@ -399,13 +398,13 @@ func (b *bench) pipeline(name string, n int, newUsers, unlimited bool) pipelineR
 		usageCalls:   counts["POST /usage"],
 		firstLooks:   counts["GET /user"] + counts["GET /customer"],
 		routes:       routes(counts),
-		wireReads:    b.wire.reads.Load() - reads0,
-		wireWrites:   b.wire.writes.Load() - writes0,
-		readCalls:    b.wire.readCalls.Load() - readCalls0,
-		writeCalls:   b.wire.writeCalls.Load() - writeCalls0,
-		beginCalls:   b.wire.beginCalls.Load() - beginCalls0,
-		dedupeReads:  done.Reads(),
-		configReads:  store.Reads(),
+		wireReads:    b.wire.Reads.Load() - reads0,
+		wireWrites:   b.wire.Writes.Load() - writes0,
+		readCalls:    b.wire.ReadCalls.Load() - readCalls0,
+		writeCalls:   b.wire.WriteCalls.Load() - writeCalls0,
+		beginCalls:   b.wire.BeginCalls.Load() - beginCalls0,
+		dedupeReads:  b.wire.ReadsOf(col+"-deliveries") - dedupeReads0,
+		configReads:  b.wire.ReadsOf(col) - configReads0,
 		cpuPerEvent:  (cpu1 - cpu0) / time.Duration(max(got, 1)),
 		fsCPU:        (fs1 - fs0) / time.Duration(max(got, 1)),
 		psCPU:        (ps1 - ps0) / time.Duration(max(got, 1)),
@@ -697,72 +696,6 @@ func routes(counts map[string]int) string {
 		parts[i] = fmt.Sprintf("`%s` %d", k, counts[k])
 	}
 	return strings.Join(parts, ", ")
-}
-
-// wireCounter counts Firestore document reads and writes as they cross the
-// wire, whichever store makes them.
-type wireCounter struct {
-	reads, writes atomic.Int64
-	// Calls: BatchGetDocuments; Commit or BatchWrite; BeginTransaction.
-	readCalls, writeCalls, beginCalls atomic.Int64
-}
-
-// countingFirestore returns a Firestore emulator client whose document
-// reads (BatchGetDocuments results, query results) and writes (Commit and
-// BatchWrite writes) are counted, and its BatchGetDocuments, write and
-// BeginTransaction calls.
-func countingFirestore(t *testing.T, env emulatortest.Env) (*firestore.Client, *wireCounter) {
-	t.Helper()
-	w := &wireCounter{}
-	c := emulatortest.FirestoreWith(t, env,
-		grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-			switch r := req.(type) {
-			case *firestorepb.CommitRequest:
-				w.writes.Add(int64(len(r.Writes)))
-				w.writeCalls.Add(1)
-			case *firestorepb.BatchWriteRequest:
-				w.writes.Add(int64(len(r.Writes)))
-				w.writeCalls.Add(1)
-			case *firestorepb.BeginTransactionRequest:
-				w.beginCalls.Add(1)
-			}
-			return invoker(ctx, method, req, reply, cc, opts...)
-		}),
-		grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-			if strings.HasSuffix(method, "/BatchGetDocuments") {
-				w.readCalls.Add(1)
-			}
-			s, err := streamer(ctx, desc, cc, method, opts...)
-			if err != nil {
-				return nil, err
-			}
-			return countingStream{ClientStream: s, w: w}, nil
-		}),
-	)
-	return c, w
-}
-
-type countingStream struct {
-	grpc.ClientStream
-	w *wireCounter
-}
-
-func (s countingStream) RecvMsg(m any) error {
-	err := s.ClientStream.RecvMsg(m)
-	if err != nil {
-		return err
-	}
-	switch r := m.(type) {
-	case *firestorepb.BatchGetDocumentsResponse:
-		if r.GetFound() != nil || r.GetMissing() != "" {
-			s.w.reads.Add(1)
-		}
-	case *firestorepb.RunQueryResponse:
-		if r.GetDocument() != nil {
-			s.w.reads.Add(1)
-		}
-	}
-	return nil
 }
 
 func isNotFound(err error) bool { return status.Code(err) == codes.NotFound }

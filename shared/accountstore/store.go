@@ -106,7 +106,6 @@ type Store struct {
 
 	mu    sync.RWMutex
 	cache map[string]cached // accounts that exist (bounded by the collection)
-	reads int64
 
 	// unknown holds when each unknown id was found absent; its own expiry
 	// (real time) frees memory, freshness is judged with opts.Now.
@@ -151,13 +150,6 @@ func New(client *firestore.Client, opts Options) *Store {
 
 // Unknown is how many unknown ids the store remembers now.
 func (s *Store) Unknown() int { return s.unknown.Len() }
-
-// Reads is how many documents the store has read from Firestore.
-func (s *Store) Reads() int64 {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.reads
-}
 
 // Check reports whether the account may send events: nil, ErrUnknown,
 // ErrDisabled, or another error when Firestore cannot be reached. An
@@ -228,9 +220,6 @@ func (s *Store) load(ctx context.Context, id string) (*Entry, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	snap, err := s.fs.Collection(s.col).Doc(id).Get(ctx)
-	s.mu.Lock()
-	s.reads++
-	s.mu.Unlock()
 	if status.Code(err) == codes.NotFound {
 		s.mu.Lock()
 		delete(s.cache, id) // a deleted account is unknown now

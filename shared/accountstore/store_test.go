@@ -39,11 +39,17 @@ func mustParse(t *testing.T, s string) *account.Account {
 const acme = `{"name":"Acme","settings":{"startdeliverUserCustomFieldToMatchOn":"externalId"}}`
 
 func newStore(t *testing.T) (*Store, *clock, emulatortest.Env, string) {
+	s, clk, env, col, _ := newCountedStore(t)
+	return s, clk, env, col
+}
+
+// newCountedStore is newStore with its Firestore reads counted on the wire.
+func newCountedStore(t *testing.T) (*Store, *clock, emulatortest.Env, string, *emulatortest.Wire) {
 	env := emulatortest.Require(t)
-	fs := emulatortest.Firestore(t, env)
+	fs, wire := emulatortest.CountingFirestore(t, env)
 	clk := &clock{t: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)}
 	col := emulatortest.Name(t, "accounts")
-	return New(fs, Options{Collection: col, TTL: time.Minute, NegativeTTL: 10 * time.Second, Now: clk.Now}), clk, env, col
+	return New(fs, Options{Collection: col, TTL: time.Minute, NegativeTTL: 10 * time.Second, Now: clk.Now}), clk, env, col, wire
 }
 
 func TestPutGetListDelete(t *testing.T) {
@@ -91,7 +97,7 @@ func TestPutRejectsInvalid(t *testing.T) {
 }
 
 func TestCacheAndStampede(t *testing.T) {
-	s, clk, _, _ := newStore(t)
+	s, clk, _, _, wire := newCountedStore(t)
 	ctx := context.Background()
 	id := envelope.AccountID("k1")
 	if err := s.Put(ctx, id, mustParse(t, acme)); err != nil {
@@ -106,7 +112,7 @@ func TestCacheAndStampede(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if got := s.Reads(); got != 1 {
+	if got := wire.Reads.Load(); got != 1 {
 		t.Errorf("50 concurrent lookups made %d reads, want 1", got)
 	}
 	if _, src, _ := s.Lookup(ctx, id); src != SourceCache {
@@ -114,30 +120,30 @@ func TestCacheAndStampede(t *testing.T) {
 	}
 	clk.Add(59 * time.Second)
 	_ = s.Check(ctx, id)
-	if got := s.Reads(); got != 1 {
+	if got := wire.Reads.Load(); got != 1 {
 		t.Errorf("within TTL: %d reads, want 1", got)
 	}
 	clk.Add(2 * time.Second)
 	_ = s.Check(ctx, id)
-	if got := s.Reads(); got != 2 {
+	if got := wire.Reads.Load(); got != 2 {
 		t.Errorf("after TTL: %d reads, want 2", got)
 	}
 }
 
 func TestUnknownKeysCachedBriefly(t *testing.T) {
-	s, clk, _, _ := newStore(t)
+	s, clk, _, _, wire := newCountedStore(t)
 	ctx := context.Background()
 	for range 100 {
 		if err := s.Check(ctx, "no-such-account"); !errors.Is(err, ErrUnknown) {
 			t.Fatalf("Check(unknown) = %v, want ErrUnknown", err)
 		}
 	}
-	if got := s.Reads(); got != 1 {
+	if got := wire.Reads.Load(); got != 1 {
 		t.Errorf("100 checks of one bad key made %d reads, want 1", got)
 	}
 	clk.Add(11 * time.Second)
 	_ = s.Check(ctx, "no-such-account")
-	if got := s.Reads(); got != 2 {
+	if got := wire.Reads.Load(); got != 2 {
 		t.Errorf("after the negative TTL: %d reads, want 2", got)
 	}
 }
@@ -149,7 +155,7 @@ func TestUnknownKeysCachedBriefly(t *testing.T) {
 // refills.
 func TestUnknownKeysBounded(t *testing.T) {
 	env := emulatortest.Require(t)
-	fs := emulatortest.Firestore(t, env)
+	fs, wire := emulatortest.CountingFirestore(t, env)
 	clk := &clock{t: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)}
 	s := New(fs, Options{Collection: emulatortest.Name(t, "accounts"), TTL: time.Minute, NegativeTTL: 10 * time.Second,
 		NegativeSize: 20, UnknownReadsPerSecond: 1, UnknownReadBurst: 30, Now: clk.Now})
@@ -161,7 +167,7 @@ func TestUnknownKeysBounded(t *testing.T) {
 	if err := s.Check(ctx, known); err != nil {
 		t.Fatalf("Check(real) = %v", err)
 	}
-	reads0 := s.Reads()
+	reads0 := wire.Reads.Load()
 	var unknown, throttled int
 	for i := range 200 {
 		switch err := s.Check(ctx, envelope.AccountID(fmt.Sprint("random-", i))); {
@@ -173,7 +179,7 @@ func TestUnknownKeysBounded(t *testing.T) {
 			t.Fatalf("Check(random) = %v", err)
 		}
 	}
-	if got := s.Reads() - reads0; got != 29 {
+	if got := wire.Reads.Load() - reads0; got != 29 {
 		t.Errorf("200 random keys made %d reads, want 29 (the bucket of 30 less the real account's first read)", got)
 	}
 	if unknown != 29 || throttled != 171 {
