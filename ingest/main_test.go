@@ -290,3 +290,39 @@ func TestGracefulShutdownFlushes(t *testing.T) {
 		t.Errorf("%d events answered 200 but %d reached the topic", ok, len(msgs))
 	}
 }
+
+// TestBatchKeepsEachPersonsOrder: a /v1/batch's events reach the topic in
+// the batch's order for each person (ordering key), so deliver applies a
+// person's identify and track calls in the order Segment sent them.
+func TestBatchKeepsEachPersonsOrder(t *testing.T) {
+	s := startIngest(t, "")
+	const n = 120
+	var b strings.Builder
+	b.WriteString(`{"batch":[`)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		who := []string{"ada", "bob", "cy"}[i%3]
+		fmt.Fprintf(&b, `{"type":"track","userId":%q,"event":"e","messageId":"ord-%s-%03d"}`, who, who, i)
+	}
+	b.WriteString(`]}`)
+	if code, body := s.post(t, "/v1/batch", b.String()); code != 200 {
+		t.Fatalf("POST /v1/batch = %d %s, want 200", code, body)
+	}
+	msgs := emulatortest.Receive(t, emulatortest.PubSub(t, s.env), s.sub, n, 30*time.Second)
+	if len(msgs) != n {
+		t.Fatalf("received %d messages, want %d", len(msgs), n)
+	}
+	last := map[string]string{}
+	for _, m := range msgs {
+		id := m.Attributes[envelope.AttrMessageID]
+		if prev := last[m.OrderingKey]; id <= prev {
+			t.Errorf("key %s: %s arrived after %s", m.OrderingKey, id, prev)
+		}
+		last[m.OrderingKey] = id
+	}
+	if len(last) != 3 {
+		t.Errorf("%d ordering keys, want 3", len(last))
+	}
+}

@@ -184,6 +184,29 @@ var (
 // already in a Publish call may still be published, and Segment's retry
 // then makes a duplicate, which deliver ignores.
 func (p *Publisher) Publish(ctx context.Context, msg *envelope.Encoded) (string, error) {
+	s, err := p.Enqueue(ctx, msg)
+	if err != nil {
+		return "", err
+	}
+	return s.Wait(ctx)
+}
+
+// Enqueued is a message handed to the publisher, whose confirmation is
+// still to be waited for.
+type Enqueued struct {
+	p      *Publisher
+	o      outgoing
+	ticket *batch.Ticket[outgoing]
+	id     string // the event's messageId, for errors
+}
+
+// Enqueue hands msg to the publisher without waiting: messages of one
+// ordering key are published in the order they were enqueued, so a caller
+// with several events of one person (a /v1/batch) enqueues them in order
+// from one goroutine and then waits for each (Wait), possibly
+// concurrently. Errors are Publish's refusals (ErrStopped, ErrFull, or
+// ctx already ended).
+func (p *Publisher) Enqueue(ctx context.Context, msg *envelope.Encoded) (*Enqueued, error) {
 	m := &pubsubpb.PubsubMessage{Data: msg.Data, Attributes: msg.Attributes}
 	if !p.opts.DisableOrdering {
 		m.OrderingKey = msg.OrderingKey
@@ -195,38 +218,43 @@ func (p *Publisher) Publish(ctx context.Context, msg *envelope.Encoded) (string,
 	o := outgoing{msg: m, size: size, done: make(chan answer, 1)}
 	id := msg.Attributes[envelope.AttrMessageID]
 	if err := ctx.Err(); err != nil {
-		return "", fmt.Errorf("publish %s: %w (%w)", id, ErrWithdrawn, err)
+		return nil, fmt.Errorf("publish %s: %w (%w)", id, ErrWithdrawn, err)
 	}
 	// The Publish call serves many requests: it runs under none of their
 	// contexts (ctx bounds only this caller's wait).
 	ticket, err := p.batcher.Add(context.Background(), o)
 	switch {
 	case errors.Is(err, batch.ErrStopped):
-		return "", ErrStopped
+		return nil, ErrStopped
 	case errors.Is(err, batch.ErrFull):
-		return "", fmt.Errorf("publish %s: %w", id, ErrFull)
+		return nil, fmt.Errorf("publish %s: %w", id, ErrFull)
 	case err != nil:
-		return "", fmt.Errorf("publish %s: %w", id, err)
+		return nil, fmt.Errorf("publish %s: %w", id, err)
 	}
+	return &Enqueued{p: p, o: o, ticket: ticket, id: id}, nil
+}
 
-	t := time.NewTimer(p.opts.Timeout)
+// Wait waits for the confirmation of an enqueued message, as Publish does.
+// Call it once.
+func (e *Enqueued) Wait(ctx context.Context) (string, error) {
+	t := time.NewTimer(e.p.opts.Timeout)
 	defer t.Stop()
 	var why error
 	select {
-	case r := <-o.done:
+	case r := <-e.o.done:
 		if r.err != nil {
-			return "", fmt.Errorf("publish %s: %w", id, r.err)
+			return "", fmt.Errorf("publish %s: %w", e.id, r.err)
 		}
 		return r.id, nil
 	case <-ctx.Done():
 		why = ctx.Err()
 	case <-t.C:
-		why = fmt.Errorf("no confirmation within %s", p.opts.Timeout)
+		why = fmt.Errorf("no confirmation within %s", e.p.opts.Timeout)
 	}
-	if p.batcher.Withdraw(ticket) {
-		return "", fmt.Errorf("publish %s: %w (%w)", id, ErrWithdrawn, why)
+	if e.p.batcher.Withdraw(e.ticket) {
+		return "", fmt.Errorf("publish %s: %w (%w)", e.id, ErrWithdrawn, why)
 	}
-	return "", fmt.Errorf("publish %s: in a Publish call, unconfirmed: %w", id, why)
+	return "", fmt.Errorf("publish %s: in a Publish call, unconfirmed: %w", e.id, why)
 }
 
 // send publishes one batch and tells each of its messages the result. ctx

@@ -24,6 +24,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/startdeliver/segment-destination/ingest/internal/explain"
+	"github.com/startdeliver/segment-destination/ingest/internal/publish"
 	"github.com/startdeliver/segment-destination/shared/account"
 	"github.com/startdeliver/segment-destination/shared/accountstore"
 	"github.com/startdeliver/segment-destination/shared/envelope"
@@ -35,6 +36,16 @@ import (
 // ends, or publishing fails. It is called from many goroutines at once.
 type publisher interface {
 	Publish(ctx context.Context, msg *envelope.Encoded) (id string, err error)
+}
+
+// enqueuer is a publisher that also takes a message without waiting for
+// its confirmation (publish.Publisher). With one, a batch's events are
+// handed over one after the other, in the batch's order, which Pub/Sub
+// then keeps for each ordering key (a person's events); with only Publish,
+// concurrent calls would hand them over in whatever order the goroutines
+// run.
+type enqueuer interface {
+	Enqueue(ctx context.Context, msg *envelope.Encoded) (*publish.Enqueued, error)
 }
 
 // accounts says whether an account may send events. Check returns nil for an
@@ -565,16 +576,21 @@ func (h *Handler) batch(w http.ResponseWriter, r *http.Request) {
 		index = append(index, i)
 	}
 	req.body = nil
-	// Each event is encoded here, one after the other, and only the wait
-	// for its confirmation runs in a goroutine of its own: encoding in
-	// short-lived goroutines would grow a fresh stack for each event.
+	// Each event is encoded and handed to the publisher here, one after
+	// the other in the batch's order, and only the wait for its
+	// confirmation runs in a goroutine of its own: encoding in short-lived
+	// goroutines would grow a fresh stack for each event.
 	errs := make([]*httpError, len(valid))
+	q, ordered := h.opts.Publisher.(enqueuer)
 	var wg sync.WaitGroup
 	for i, ev := range valid {
 		pub, herr := h.encode(ctx, req, ev)
 		if herr != nil {
 			errs[i] = herr
 			continue
+		}
+		if ordered {
+			pub.enqueue(q)
 		}
 		wg.Go(func() { errs[i] = pub.send() })
 	}
@@ -610,6 +626,19 @@ type pending struct {
 	req  *request
 	ev   *segment.Event
 	msg  *envelope.Encoded
+	// wait, when set, waits for the message enqueue handed over; else
+	// send publishes it.
+	wait func() (string, error)
+}
+
+// enqueue hands the message to q now; send then waits for it.
+func (p *pending) enqueue(q enqueuer) {
+	e, err := q.Enqueue(p.ctx, p.msg)
+	if err != nil {
+		p.wait = func() (string, error) { return "", err }
+		return
+	}
+	p.wait = func() (string, error) { return e.Wait(p.ctx) }
 }
 
 // encode starts the event's publish span and builds its message.
@@ -655,7 +684,13 @@ func (p *pending) send() *httpError {
 	h, ctx, span, ev := p.h, p.ctx, p.span, p.ev
 	defer span.End()
 	start := time.Now()
-	id, err := h.opts.Publisher.Publish(ctx, p.msg)
+	var id string
+	var err error
+	if p.wait != nil {
+		id, err = p.wait()
+	} else {
+		id, err = h.opts.Publisher.Publish(ctx, p.msg)
+	}
 	if err != nil {
 		span.SetStatus(codes.Error, "publish failed")
 		span.RecordError(err)
