@@ -50,7 +50,6 @@ type Store struct {
 	mu    sync.Mutex
 	lru   *list.List // of string keys, most recent first
 	index map[string]*list.Element
-	reads int64
 }
 
 // New returns a Store over client.
@@ -73,13 +72,6 @@ func New(client *firestore.Client, opts Options) *Store {
 // messageId without holding either in the clear.
 func Key(accountID, messageID string) string {
 	return journey.DocumentID(accountID, messageID)
-}
-
-// Reads is how many documents Done has read from Firestore.
-func (s *Store) Reads() int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.reads
 }
 
 // Done reports whether the event was completed before. An error means it
@@ -207,9 +199,6 @@ func (s *Store) Duplicate(ctx context.Context, accountID, messageID string) erro
 // read answers a batch of Done calls with one BatchGetDocuments call.
 func (s *Store) read(ctx context.Context, ops []*op) error {
 	refs, waiting := s.byDocument(ops)
-	s.mu.Lock()
-	s.reads += int64(len(refs))
-	s.mu.Unlock()
 	snaps, err := s.client.GetAll(ctx, refs)
 	if err == nil && len(snaps) != len(refs) {
 		err = fmt.Errorf("firestore answered %d documents for %d", len(snaps), len(refs))

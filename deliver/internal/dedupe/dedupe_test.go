@@ -11,7 +11,7 @@ import (
 
 func TestDoneAfterCompleteAcrossInstances(t *testing.T) {
 	env := emulatortest.Require(t)
-	fs := emulatortest.Firestore(t, env)
+	fs, wire := emulatortest.CountingFirestore(t, env)
 	col := emulatortest.Name(t, "deliveries")
 	ctx := context.Background()
 	a := New(fs, Options{Collection: col})
@@ -21,11 +21,11 @@ func TestDoneAfterCompleteAcrossInstances(t *testing.T) {
 	if err := a.Complete(ctx, &Record{AccountID: "acct", MessageID: "m-1", Status: "delivered"}); err != nil {
 		t.Fatal(err)
 	}
-	reads := a.Reads()
+	reads := wire.Reads.Load()
 	if done, _ := a.Done(ctx, "acct", "m-1"); !done {
 		t.Errorf("Done after Complete = false, want true")
 	}
-	if a.Reads() != reads {
+	if wire.Reads.Load() != reads {
 		t.Errorf("the same instance read Firestore for a completion it made")
 	}
 	b := New(fs, Options{Collection: col}) // another instance, cold cache
