@@ -3,16 +3,6 @@ package delivery
 // What the tests observe of the guard and the scheduler, kept out of the
 // production types.
 
-// waiting tells how many copies wait for the event.
-func (c *copies) waiting(accountID, messageID string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if cur, ok := c.running[accountID+"/"+messageID]; ok {
-		return cur.waiters
-	}
-	return 0
-}
-
 // load tells how many of account's events hold a slot and wait for one.
 func (s *scheduler) load(account string) (running, queued int) {
 	s.mu.Lock()

@@ -16,8 +16,7 @@ type copies struct {
 
 // copyRun is one event running; done closes when it ends.
 type copyRun struct {
-	done    chan struct{}
-	waiters int
+	done chan struct{}
 }
 
 // own makes the caller the only copy of the event running, waiting for
@@ -41,19 +40,11 @@ func (c *copies) own(ctx context.Context, accountID, messageID string) (func(), 
 				close(mine.done)
 			}, nil
 		}
-		cur.waiters++
 		c.mu.Unlock()
-		var err error
 		select {
 		case <-cur.done:
 		case <-ctx.Done():
-			err = ctx.Err()
-		}
-		c.mu.Lock()
-		cur.waiters--
-		c.mu.Unlock()
-		if err != nil {
-			return nil, err
+			return nil, ctx.Err()
 		}
 	}
 }
