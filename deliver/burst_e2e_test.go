@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/startdeliver/segment-destination/shared/waitfor"
 )
 
 // TestBurstWaitsInsteadOfNacking sends one account's burst, 1,000 events
@@ -70,7 +72,7 @@ func burstTest(t *testing.T, mode string) {
 	}
 
 	last := time.Now()
-	eventually(t, 3*time.Minute, "every burst event", func() bool {
+	waitfor.Within(t, 3*time.Minute, "every burst event", func() bool {
 		n := len(p.usageByExternalID(burstKey))
 		if time.Since(last) > 10*time.Second {
 			t.Logf("%d of %d delivered", n, events)
@@ -121,7 +123,7 @@ func (p *pipeline) otherLatencies(key, tag string, n int, probe func() int) (_ l
 		start := time.Now()
 		// A new person each time, in both runs: the same calls.
 		p.send(key, fmt.Sprintf(`{"type":"track","userId":%q,"event":"Other","messageId":%q}`, id, id), "")
-		eventually(p.t, 2*time.Minute, id, func() bool { return len(p.usageByExternalID(key)[id]) == 1 })
+		waitfor.Within(p.t, 2*time.Minute, id, func() bool { return len(p.usageByExternalID(key)[id]) == 1 })
 		out = append(out, time.Since(start))
 		if i == 0 && probe != nil {
 			atFirst = probe()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver/startdelivertest"
+	"github.com/startdeliver/segment-destination/shared/waitfor"
 )
 
 // The event console's end-to-end tests: events go through the real
@@ -75,7 +76,7 @@ func (p *pipeline) journey(key, messageID, status string) eventJSON {
 	p.t.Helper()
 	var ev eventJSON
 	var last string
-	eventually(p.t, 30*time.Second, "journey of "+messageID+" to be "+status, func() bool {
+	waitfor.Within(p.t, 30*time.Second, "journey of "+messageID+" to be "+status, func() bool {
 		code, body := p.getEvents(key, "/v1/events/"+messageID)
 		last = string(body)
 		if code != http.StatusOK {

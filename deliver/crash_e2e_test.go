@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/startdeliver/segment-destination/shared/envelope"
+	"github.com/startdeliver/segment-destination/shared/waitfor"
 )
 
 // startDeliverProcess runs the deliver binary with the pipeline's
@@ -111,13 +112,13 @@ func crashTest(t *testing.T, mode string) {
 	for i := range events {
 		p.send(key, fmt.Sprintf(`{"type":"track","userId":"crash-%d","event":"e","messageId":"crash-%d"}`, i%10, i), "")
 	}
-	eventually(t, 60*time.Second, "a third of the events", func() bool { return len(p.sd.Usage(key)) >= events/3 })
+	waitfor.Within(t, 60*time.Second, "a third of the events", func() bool { return len(p.sd.Usage(key)) >= events/3 })
 	stop(syscall.SIGKILL)
 	// A usage request the killed process had sent may still be in the
 	// stand-in's handler: count only once it has answered, or its record
 	// would land after the count and look like a duplicate outside the
 	// window.
-	eventually(t, 10*time.Second, "the stand-in to answer the killed process's requests", func() bool { return p.sd.InFlight() == 0 })
+	waitfor.Within(t, 10*time.Second, "the stand-in to answer the killed process's requests", func() bool { return p.sd.InFlight() == 0 })
 	atKill := len(p.sd.Usage(key))
 	// The window: events whose usage Startdeliver holds but whose
 	// completion record is not in Firestore. Only they can be repeated.
@@ -129,7 +130,7 @@ func crashTest(t *testing.T, mode string) {
 	p.startDeliverProcess(bin)
 
 	last := time.Now()
-	eventually(t, 4*time.Minute, "every event after the restart", func() bool {
+	waitfor.Within(t, 4*time.Minute, "every event after the restart", func() bool {
 		n := len(p.usageByExternalID(key))
 		if time.Since(last) > 10*time.Second {
 			t.Logf("%d of %d delivered", n, events)

@@ -345,18 +345,6 @@ func (p *pipeline) postWithHeaders(path, key, body string, headers map[string]st
 	return resp.StatusCode, string(b)
 }
 
-// eventually polls cond until it holds or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // usageByExternalID indexes the stand-in's usage records of key.
 func (p *pipeline) usageByExternalID(key string) map[string][]startdelivertest.Record {
 	out := map[string][]startdelivertest.Record{}

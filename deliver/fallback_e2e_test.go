@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"cloud.google.com/go/pubsub/v2/pstest"
+
+	"github.com/startdeliver/segment-destination/shared/waitfor"
 )
 
 // TestPullModeWithPstestFallback runs the pipeline in pull mode on Google's
@@ -23,7 +25,7 @@ func TestPullModeWithPstestFallback(t *testing.T) {
 	// An override field the event lacks, with a userId: a dead letter (an
 	// anonymous event would be skipped).
 	p.send(key, `{"type":"track","userId":"ps-9","event":"e","messageId":"pstest-dead"}`, `{"segmentOverrideMatchingField":"properties.missing"}`)
-	eventually(t, 60*time.Second, "5 usage records through pstest", func() bool { return len(p.sd.Usage(key)) == 5 })
+	waitfor.Within(t, 60*time.Second, "5 usage records through pstest", func() bool { return len(p.sd.Usage(key)) == 5 })
 	dead := p.deadLetters(1, 30*time.Second)
 	if len(dead) != 1 || dead[0].Attributes["errorClass"] != "no-match-value" {
 		t.Errorf("dead letters = %v, want pstest-dead with no-match-value", dead)

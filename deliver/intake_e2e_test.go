@@ -16,6 +16,7 @@ import (
 	"github.com/startdeliver/segment-destination/shared/envelope"
 	"github.com/startdeliver/segment-destination/shared/gcpclient"
 	"github.com/startdeliver/segment-destination/shared/segment"
+	"github.com/startdeliver/segment-destination/shared/waitfor"
 )
 
 // TestPushMode runs deliver as on Cloud Run: the emulator pushes each
@@ -28,7 +29,7 @@ func TestPushMode(t *testing.T) {
 	// The override field is absent and the event has a userId: a dead
 	// letter, since a config fix and a replay can deliver it.
 	p.send(key, `{"type":"track","userId":"push-user","event":"Pushed","messageId":"push-2"}`, `{"segmentOverrideMatchingField":"properties.missing"}`)
-	eventually(t, 60*time.Second, "pushed usage", func() bool { return len(p.sd.Usage(key)) == 1 })
+	waitfor.Within(t, 60*time.Second, "pushed usage", func() bool { return len(p.sd.Usage(key)) == 1 })
 	dead := p.deadLetters(1, 60*time.Second)
 	if len(dead) != 1 || dead[0].Attributes["errorClass"] != "no-match-value" {
 		t.Fatalf("dead letters = %v, want push-2 with no-match-value", dead)
@@ -177,7 +178,7 @@ func TestAccountIsolation(t *testing.T) {
 		p.send(bad, fmt.Sprintf(`{"type":"track","userId":"b-%d","event":"e","messageId":"bad-%d"}`, i, i), "")
 		p.send(good, fmt.Sprintf(`{"type":"track","userId":"g-%d","event":"e","messageId":"good-%d"}`, i%3, i), "")
 	}
-	eventually(t, 60*time.Second, "all 20 events of the healthy account", func() bool { return len(p.sd.Usage(good)) == 20 })
+	waitfor.Within(t, 60*time.Second, "all 20 events of the healthy account", func() bool { return len(p.sd.Usage(good)) == 20 })
 	if n := len(other.Usage(bad)); n != 0 {
 		t.Errorf("failing account has %d usage records, want 0", n)
 	}
@@ -210,12 +211,12 @@ func TestInvalidConfigIsDeadLettered(t *testing.T) {
 	}
 	p.send(broken, `{"type":"track","userId":"u","event":"e","messageId":"broken-1"}`, "")
 	p.send(fine, `{"type":"track","userId":"u","event":"e","messageId":"fine-1"}`, "")
-	eventually(t, 30*time.Second, "the fine account's event", func() bool { return len(p.sd.Usage(fine)) == 1 })
+	waitfor.Within(t, 30*time.Second, "the fine account's event", func() bool { return len(p.sd.Usage(fine)) == 1 })
 
 	// The dead letter waits in the inspection subscription, with its reason.
 	replay := buildBinary(t, "replay", "./cmd/replay")
 	var listing string
-	eventually(t, 60*time.Second, "the dead letter in a dry run", func() bool {
+	waitfor.Within(t, 60*time.Second, "the dead letter in a dry run", func() bool {
 		listing = p.runReplay(replay, "-dry-run")
 		return strings.Contains(listing, "broken-1")
 	})
@@ -232,7 +233,7 @@ func TestInvalidConfigIsDeadLettered(t *testing.T) {
 	// The owner fixes the config and replays: the event arrives.
 	p.addAccount(broken, simpleAccount)
 	p.runReplay(replay, "-class", "invalid-config", "-account", envelope.AccountID(broken)[:12])
-	eventually(t, 60*time.Second, "the replayed event", func() bool { return len(p.sd.Usage(broken)) == 1 })
+	waitfor.Within(t, 60*time.Second, "the replayed event", func() bool { return len(p.sd.Usage(broken)) == 1 })
 	if u := p.sd.Usage(broken)[0]; u["externalId"] != "broken-1" {
 		t.Errorf("replayed usage = %v, want broken-1", u)
 	}

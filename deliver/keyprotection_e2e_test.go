@@ -19,6 +19,7 @@ import (
 	"github.com/startdeliver/segment-destination/shared/emulatortest"
 	"github.com/startdeliver/segment-destination/shared/envelope"
 	"github.com/startdeliver/segment-destination/shared/keyseal"
+	"github.com/startdeliver/segment-destination/shared/waitfor"
 )
 
 // Keys with characters that every encoding below writes differently.
@@ -51,7 +52,7 @@ func TestNoKeyOnTheTopics(t *testing.T) {
 			p.send(k, fmt.Sprintf(`{"type":"track","userId":"u-%d","event":"e","messageId":"nk-%d-%d","properties":{"i":%d}}`, i%2, j, i, i), "")
 		}
 	}
-	eventually(t, 60*time.Second, "every event", func() bool {
+	waitfor.Within(t, 60*time.Second, "every event", func() bool {
 		return len(p.sd.Usage(outsiderKeyA)) == perAccount && len(p.sd.Usage(outsiderKeyB)) == perAccount
 	})
 	// One more whose usage record Startdeliver rejects once: a dead letter,
@@ -69,7 +70,7 @@ func TestNoKeyOnTheTopics(t *testing.T) {
 
 	// Replay the dead letter from its encrypted body: delivered.
 	replay := buildBinary(t, "replay", "./cmd/replay")
-	eventually(t, 60*time.Second, "the replayed event", func() bool {
+	waitfor.Within(t, 60*time.Second, "the replayed event", func() bool {
 		p.runReplay(replay, "-message", "nk-dead")
 		return len(p.usageByExternalID(outsiderKeyA)["nk-dead"]) == 1
 	})
@@ -253,7 +254,7 @@ func TestReplayAfterRotation(t *testing.T) {
 	p.startIngest()
 
 	p.send(key, `{"type":"track","userId":"u1","event":"e","messageId":"rot-new"}`, "")
-	eventually(t, 60*time.Second, "the event sealed under the new key", func() bool {
+	waitfor.Within(t, 60*time.Second, "the event sealed under the new key", func() bool {
 		return len(p.usageByExternalID(key)["rot-new"]) == 1
 	})
 	msgs := emulatortest.Receive(t, p.ps, tap, 2, 30*time.Second)
@@ -270,7 +271,7 @@ func TestReplayAfterRotation(t *testing.T) {
 		t.Fatalf("sealed under keys %v, want rot-old %d (first) and rot-new %d (rotated)", ids, oldID, newID)
 	}
 	replay := buildBinary(t, "replay", "./cmd/replay")
-	eventually(t, 60*time.Second, "the old dead letter, replayed after the rotation", func() bool {
+	waitfor.Within(t, 60*time.Second, "the old dead letter, replayed after the rotation", func() bool {
 		p.runReplay(replay, "-message", "rot-old")
 		return len(p.usageByExternalID(key)["rot-old"]) == 1
 	})

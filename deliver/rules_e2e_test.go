@@ -9,6 +9,7 @@ import (
 
 	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver/startdelivertest"
 	"github.com/startdeliver/segment-destination/shared/envelope"
+	"github.com/startdeliver/segment-destination/shared/waitfor"
 )
 
 // simpleAccount is the seed's Getting Started setup: match track and page
@@ -49,7 +50,7 @@ func TestSeedExample(t *testing.T) {
 	p.send(key, `{"type":"identify","userId":"97980cfea0067","messageId":"seed-identify"}`, "")
 	p.send(key, `{"type":"track","userId":"97980cfea0067","event":"Login Button Clicked","messageId":"seed-track","timestamp":"2024-08-07T10:00:00.123456789Z"}`, "")
 
-	eventually(t, 30*time.Second, "the track usage record", func() bool { return len(p.sd.Usage(key)) >= 1 })
+	waitfor.Within(t, 30*time.Second, "the track usage record", func() bool { return len(p.sd.Usage(key)) >= 1 })
 	u := p.sd.Usage(key)
 	if len(u) != 1 {
 		t.Fatalf("usage records = %d, want 1 (identify is not usage): %v", len(u), u)
@@ -76,7 +77,7 @@ func TestTrackPageScreenCreateAndMatch(t *testing.T) {
 	p.send(key, `{"type":"page","userId":"new-1","name":"Pricing","messageId":"p-1","properties":{"path":"/pricing"}}`, "")
 	p.send(key, `{"type":"screen","userId":"new-1","name":"Home","messageId":"s-1"}`, "")
 	p.send(key, `{"type":"page","userId":"new-1","messageId":"p-2","properties":{"url":"https://app.example.com/settings/billing?x=1"}}`, "")
-	eventually(t, 30*time.Second, "four usage records", func() bool { return len(p.sd.Usage(key)) >= 4 })
+	waitfor.Within(t, 30*time.Second, "four usage records", func() bool { return len(p.sd.Usage(key)) >= 4 })
 
 	users := p.sd.Users(key)
 	if len(users) != 1 {
@@ -115,7 +116,7 @@ func TestTrackPageScreenCreateAndMatch(t *testing.T) {
 	for i := range 5 {
 		p.send(key, fmt.Sprintf(`{"type":"track","userId":"new-1","event":"Clicked","messageId":"k-%d"}`, i), "")
 	}
-	eventually(t, 30*time.Second, "nine usage records", func() bool { return len(p.sd.Usage(key)) >= 9 })
+	waitfor.Within(t, 30*time.Second, "nine usage records", func() bool { return len(p.sd.Usage(key)) >= 9 })
 	if calls := p.sd.TotalCalls(); calls != 5 {
 		t.Errorf("5 events of a known user made %d Startdeliver calls, want 5 (%v)", calls, p.sd.CallCounts())
 	}
@@ -137,7 +138,7 @@ func TestSettingsHeaderEmailAndOverride(t *testing.T) {
 	fallback := `{"startdeliverUserCustomFieldToMatchOn":"externalId","segmentOverrideMatchingField":"properties.missing","allowUserIdFallback":true}`
 	p.send(key, `{"type":"track","userId":"acct-77","event":"Opened","messageId":"o-2"}`, fallback)
 
-	eventually(t, 30*time.Second, "four usage records", func() bool { return len(p.sd.Usage(key)) >= 4 })
+	waitfor.Within(t, 30*time.Second, "four usage records", func() bool { return len(p.sd.Usage(key)) >= 4 })
 	byID := p.usageByExternalID(key)
 	for id, want := range map[string]int64{"e-1": byEmail, "e-2": byField, "o-1": byField, "o-2": byField} {
 		if got := num(byID[id][0]["user"]); got != fmt.Sprint(want) {
@@ -155,7 +156,7 @@ func TestIdentifyGroupWithSegmentApp(t *testing.T) {
 	p.addAccount(key, seedAppAccount)
 
 	p.send(key, `{"type":"identify","userId":"u-100","messageId":"i-1","traits":{"trait1":"42","trait2":"Ada Lovelace","customerId":"7001","customerName":"Analytical Engines","email":"ada@example.com"}}`, "")
-	eventually(t, 30*time.Second, "user and customer", func() bool {
+	waitfor.Within(t, 30*time.Second, "user and customer", func() bool {
 		return len(p.sd.Users(key)) == 1 && len(p.sd.Customers(key)) == 1
 	})
 	users, customers := p.sd.Users(key), p.sd.Customers(key)
@@ -174,14 +175,14 @@ func TestIdentifyGroupWithSegmentApp(t *testing.T) {
 	// update changes only what differs.
 	p.sd.ResetCounters()
 	p.send(key, `{"type":"identify","userId":"u-100","messageId":"i-2","traits":{"trait2":"Ada King","order_completed_last_30days":true},"context":{"personas":{"computation_class":"audience","computation_key":"order_completed_last_30days"}},"sentAt":null}`, "")
-	eventually(t, 30*time.Second, "user renamed", func() bool { return p.sd.Users(key)[0]["name"] == "Ada King" })
+	waitfor.Within(t, 30*time.Second, "user renamed", func() bool { return p.sd.Users(key)[0]["name"] == "Ada King" })
 	if n := len(p.sd.Users(key)); n != 1 {
 		t.Errorf("users = %d, want 1 (updated, not created)", n)
 	}
 
 	// Group: the customer comes from groupId, the user is linked to it.
 	p.send(key, `{"type":"group","userId":"u-100","groupId":"8002","messageId":"g-1","traits":{"customerName":"Difference Engines"}}`, "")
-	eventually(t, 30*time.Second, "second customer and link", func() bool {
+	waitfor.Within(t, 30*time.Second, "second customer and link", func() bool {
 		cs := p.sd.Customers(key)
 		return len(cs) == 2 && num(p.sd.Users(key)[0]["customer"]) == fmt.Sprint(cs[1].ID())
 	})
@@ -198,7 +199,7 @@ func TestSkipsWithoutSegmentAppAndAlias(t *testing.T) {
 	p.send(key, `{"type":"group","userId":"u-1","groupId":"g","messageId":"sk-2"}`, "")
 	p.send(key, `{"type":"alias","userId":"u-1","previousId":"anon","messageId":"sk-3"}`, "")
 	p.send(key, `{"type":"track","userId":"u-1","event":"after","messageId":"sk-4"}`, "")
-	eventually(t, 30*time.Second, "the track", func() bool { return len(p.sd.Usage(key)) == 1 })
+	waitfor.Within(t, 30*time.Second, "the track", func() bool { return len(p.sd.Usage(key)) == 1 })
 	if calls := p.sd.Calls("PATCH /user/{id}") + p.sd.Calls("POST /customer"); calls != 0 {
 		t.Errorf("skipped events made %d user/customer writes, want 0", calls)
 	}
@@ -213,12 +214,12 @@ func TestDuplicatesHaveOneEffect(t *testing.T) {
 	p.addAccount(key, simpleAccount)
 	ev := `{"type":"track","userId":"dup-user","event":"Paid","messageId":"dup-1"}`
 	p.send(key, ev, "")
-	eventually(t, 30*time.Second, "first usage", func() bool { return len(p.sd.Usage(key)) == 1 })
+	waitfor.Within(t, 30*time.Second, "first usage", func() bool { return len(p.sd.Usage(key)) == 1 })
 	// Segment retries the same event, twice.
 	p.send(key, ev, "")
 	p.send(key, ev, "")
 	p.send(key, `{"type":"track","userId":"dup-user","event":"Paid","messageId":"dup-2"}`, "")
-	eventually(t, 30*time.Second, "the marker event", func() bool { return len(p.usageByExternalID(key)["dup-2"]) == 1 })
+	waitfor.Within(t, 30*time.Second, "the marker event", func() bool { return len(p.usageByExternalID(key)["dup-2"]) == 1 })
 	if n := len(p.usageByExternalID(key)["dup-1"]); n != 1 {
 		t.Errorf("dup-1 usage records = %d, want 1", n)
 	}
@@ -232,12 +233,12 @@ func TestRedeliveryToAnotherInstance(t *testing.T) {
 	p.addAccount(key, simpleAccount)
 	ev := `{"type":"track","userId":"r-user","event":"Paid","messageId":"re-1"}`
 	p.send(key, ev, "")
-	eventually(t, 30*time.Second, "first usage", func() bool { return len(p.sd.Usage(key)) == 1 })
+	waitfor.Within(t, 30*time.Second, "first usage", func() bool { return len(p.sd.Usage(key)) == 1 })
 	p.stopDeliver()
 	p.startDeliver()
 	p.send(key, ev, "")
 	p.send(key, `{"type":"track","userId":"r-user","event":"Paid","messageId":"re-2"}`, "")
-	eventually(t, 30*time.Second, "marker", func() bool { return len(p.usageByExternalID(key)["re-2"]) == 1 })
+	waitfor.Within(t, 30*time.Second, "marker", func() bool { return len(p.usageByExternalID(key)["re-2"]) == 1 })
 	if n := len(p.usageByExternalID(key)["re-1"]); n != 1 {
 		t.Errorf("re-1 usage records = %d, want 1", n)
 	}
@@ -251,7 +252,7 @@ func TestRetryableFailuresRetryThenSucceed(t *testing.T) {
 	// message is nacked, Pub/Sub redelivers it, and it succeeds.
 	p.sd.FailNext(4, startdelivertest.Fault{Status: 503, Route: "POST /usage"})
 	p.send(key, `{"type":"track","userId":"retry-user","event":"Paid","messageId":"rt-1"}`, "")
-	eventually(t, 60*time.Second, "usage after retries", func() bool { return len(p.sd.Usage(key)) == 1 })
+	waitfor.Within(t, 60*time.Second, "usage after retries", func() bool { return len(p.sd.Usage(key)) == 1 })
 	if n := p.sd.Calls("POST /usage"); n != 5 {
 		t.Errorf("POST /usage calls = %d, want 5 (4 failures, then success)", n)
 	}
@@ -319,7 +320,7 @@ func TestConcurrentNewPersonCreatesOneUser(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	eventually(t, 60*time.Second, "50 usage records", func() bool { return len(p.sd.Usage(key)) >= 50 })
+	waitfor.Within(t, 60*time.Second, "50 usage records", func() bool { return len(p.sd.Usage(key)) >= 50 })
 	if n := len(p.sd.Users(key)); n != 1 {
 		t.Errorf("users = %d, want 1", n)
 	}

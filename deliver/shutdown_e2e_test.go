@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver/startdelivertest"
+	"github.com/startdeliver/segment-destination/shared/waitfor"
 )
 
 // TestGracefulShutdown stops deliver (as SIGTERM does) while Startdeliver
@@ -17,7 +18,7 @@ func TestGracefulShutdown(t *testing.T) {
 	p.addAccount(key, simpleAccount)
 	p.sd.FailNext(1, startdelivertest.Fault{Hang: true, Route: "POST /usage"})
 	p.send(key, `{"type":"track","userId":"s-user","event":"e","messageId":"sd-1"}`, "")
-	eventually(t, 30*time.Second, "the hanging usage call", func() bool { return p.sd.Calls("POST /usage") == 1 })
+	waitfor.Within(t, 30*time.Second, "the hanging usage call", func() bool { return p.sd.Calls("POST /usage") == 1 })
 
 	start := time.Now()
 	p.stopDeliver()
@@ -28,10 +29,10 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatalf("usage records = %d before the restart, want 0", n)
 	}
 	p.startDeliver()
-	eventually(t, 60*time.Second, "the event after the restart", func() bool { return len(p.sd.Usage(key)) == 1 })
+	waitfor.Within(t, 60*time.Second, "the event after the restart", func() bool { return len(p.sd.Usage(key)) == 1 })
 	// A marker of the same person comes after sd-1 in its ordering key.
 	p.send(key, `{"type":"track","userId":"s-user","event":"e","messageId":"sd-2"}`, "")
-	eventually(t, 30*time.Second, "the marker", func() bool { return len(p.usageByExternalID(key)["sd-2"]) == 1 })
+	waitfor.Within(t, 30*time.Second, "the marker", func() bool { return len(p.usageByExternalID(key)["sd-2"]) == 1 })
 	if n := len(p.usageByExternalID(key)["sd-1"]); n != 1 {
 		t.Errorf("sd-1 usage records = %d, want 1", n)
 	}

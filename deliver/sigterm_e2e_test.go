@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/startdeliver/segment-destination/shared/waitfor"
 )
 
 // TestSigtermMidStream stops deliver with SIGTERM in pull mode while a
@@ -38,7 +40,7 @@ func TestSigtermMidStream(t *testing.T) {
 			t.Fatalf("POST /v1/batch = %d %s", code, body)
 		}
 	}
-	eventually(t, time.Minute, "a third of the events", func() bool { return len(p.sd.Usage(key)) >= events/3 })
+	waitfor.Within(t, time.Minute, "a third of the events", func() bool { return len(p.sd.Usage(key)) >= events/3 })
 	sent := time.Now()
 	stop(syscall.SIGTERM)
 	exit := time.Since(sent)
@@ -63,7 +65,7 @@ func TestSigtermMidStream(t *testing.T) {
 	}
 
 	p.startDeliverProcess(bin)
-	eventually(t, 2*time.Minute, "every event after the restart", func() bool { return len(p.usageByExternalID(key)) == events })
+	waitfor.Within(t, 2*time.Minute, "every event after the restart", func() bool { return len(p.usageByExternalID(key)) == events })
 	dups := 0
 	for id, recs := range p.usageByExternalID(key) {
 		if len(recs) > 1 {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver/startdelivertest"
 	"github.com/startdeliver/segment-destination/shared/envelope"
+	"github.com/startdeliver/segment-destination/shared/waitfor"
 )
 
 // exportedSpan is one line of the console exporter's file (stdouttrace's
@@ -119,12 +120,12 @@ func TestOneTracePerEvent(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("POST / = %d %s", code, body)
 	}
-	eventually(t, 30*time.Second, "the usage record", func() bool { return len(p.sd.Usage(key)) == 1 })
+	waitfor.Within(t, 30*time.Second, "the usage record", func() bool { return len(p.sd.Usage(key)) == 1 })
 
 	want := []string{"POST /", "publish " + p.topic, "process segment-events", "dedupe check", "config lookup",
 		"GET /user", "POST /user", "POST /usage", "record completion"}
 	var spans []exportedSpan
-	eventually(t, 30*time.Second, "every span of the event in the file", func() bool {
+	waitfor.Within(t, 30*time.Second, "every span of the event in the file", func() bool {
 		spans = nil
 		for _, s := range readSpans(t, file) {
 			if s.SpanContext.TraceID == callerTrace {
@@ -270,9 +271,9 @@ func TestCallerDoesNotSteerTracing(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("POST / = %d %s", code, body)
 	}
-	eventually(t, 30*time.Second, "the usage record", func() bool { return len(p.sd.Usage(key)) == 1 })
+	waitfor.Within(t, 30*time.Second, "the usage record", func() bool { return len(p.sd.Usage(key)) == 1 })
 	var spans []exportedSpan
-	eventually(t, 30*time.Second, "the event's spans, exported although the caller's flag was unsampled", func() bool {
+	waitfor.Within(t, 30*time.Second, "the event's spans, exported although the caller's flag was unsampled", func() bool {
 		spans = nil
 		for _, s := range readSpans(t, file) {
 			if s.SpanContext.TraceID == callerTrace {
@@ -316,9 +317,9 @@ func TestTraceWithoutCaller(t *testing.T) {
 	key := "sd-trace-root-key"
 	p.addAccount(key, simpleAccount)
 	p.send(key, `{"type":"page","userId":"root-user","name":"Home","messageId":"trace-root"}`, "")
-	eventually(t, 30*time.Second, "the usage record", func() bool { return len(p.sd.Usage(key)) == 1 })
+	waitfor.Within(t, 30*time.Second, "the usage record", func() bool { return len(p.sd.Usage(key)) == 1 })
 	var trace []exportedSpan
-	eventually(t, 30*time.Second, "the event's trace", func() bool {
+	waitfor.Within(t, 30*time.Second, "the event's trace", func() bool {
 		all := readSpans(t, file)
 		id := ""
 		for _, s := range all {

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/startdeliver/segment-destination/shared/waitfor"
 )
 
 // item is what the tests batch: a name, a size and an ordering key.
@@ -101,18 +103,6 @@ func (c *calls) sizes() []int {
 		out[i] = len(b)
 	}
 	return out
-}
-
-// waitFor polls cond until it holds or a deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 func add(t *testing.T, b *Batcher[item], it item) *Ticket[item] {
@@ -208,7 +198,7 @@ func TestLoneItemsGoAtOnce(t *testing.T) {
 	for i := range 3 {
 		add(t, b, item{name: fmt.Sprint(i)})
 		c.next(t).release <- nil
-		waitFor(t, "the call to end", func() bool { return b.Stats().InFlight == 0 })
+		waitfor.True(t, "the call to end", func() bool { return b.Stats().InFlight == 0 })
 	}
 	if got := c.sizes(); !slices.Equal(got, []int{1, 1, 1}) {
 		t.Errorf("call sizes = %v, want three calls of one", got)
@@ -259,7 +249,7 @@ func TestBytes(t *testing.T) {
 		}
 		first.release <- nil // its 60 bytes are free; queued goes
 		c.next(t)
-		waitFor(t, "the first call's bytes freed", func() bool { return b.Stats().Held == 40 })
+		waitfor.True(t, "the first call's bytes freed", func() bool { return b.Stats().Held == 40 })
 		add(t, b, item{name: "fits", size: 60})
 		if _, err := b.Add(context.Background(), item{name: "over", size: 1}); !errors.Is(err, ErrFull) {
 			t.Errorf("Add past MaxHeld = %v, want ErrFull", err)
@@ -339,7 +329,7 @@ func TestTimerStopsWhenNothingWaits(t *testing.T) {
 	add(t, b, item{name: "next"})
 	first.release <- nil
 	c.next(t)
-	waitFor(t, "the queue to empty", func() bool { return b.Stats().Queued == 0 })
+	waitfor.True(t, "the queue to empty", func() bool { return b.Stats().Queued == 0 })
 	if armed() {
 		t.Errorf("escape timer still armed with nothing queued (after a call took the queue)")
 	}
@@ -591,7 +581,7 @@ func TestFailedCallsStayOutOfTheEstimate(t *testing.T) {
 	}
 	add(t, b, item{name: "fails"})
 	c.next(t).release <- errors.New("unavailable")
-	waitFor(t, "the failed call to end", func() bool { return b.Stats().InFlight == 0 })
+	waitfor.True(t, "the failed call to end", func() bool { return b.Stats().InFlight == 0 })
 	if got := rtt(); got != 0 {
 		t.Errorf("latency estimate after a failed call = %s, want 0", got)
 	}
@@ -599,7 +589,7 @@ func TestFailedCallsStayOutOfTheEstimate(t *testing.T) {
 	h := c.next(t)
 	time.Sleep(time.Millisecond) // the call lasts at least this long
 	h.release <- nil
-	waitFor(t, "the call to end", func() bool { return b.Stats().InFlight == 0 })
+	waitfor.True(t, "the call to end", func() bool { return b.Stats().InFlight == 0 })
 	if got := rtt(); got < time.Millisecond/8 {
 		t.Errorf("latency estimate after a 1ms call = %s, want at least an eighth of it", got)
 	}

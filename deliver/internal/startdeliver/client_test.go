@@ -25,6 +25,7 @@ import (
 	"github.com/startdeliver/segment-destination/shared/failure"
 	"github.com/startdeliver/segment-destination/shared/lookup"
 	"github.com/startdeliver/segment-destination/shared/plan"
+	"github.com/startdeliver/segment-destination/shared/waitfor"
 )
 
 const testKey = "sd-test-key-0123456789abcdef"
@@ -406,7 +407,7 @@ func TestContextCancellation(t *testing.T) {
 			_, err := c.Find(ctx, acct, startdeliver.KindUser, plan.Match{Field: "email", Value: "a@b"})
 			errc <- err
 		}()
-		waitFor(t, func() bool { return srv.Calls("GET /user") > 0 })
+		waitfor.True(t, "the condition", func() bool { return srv.Calls("GET /user") > 0 })
 		cancel()
 		if err := <-errc; !errors.Is(err, context.Canceled) {
 			t.Fatalf("Find() error = %v, want context.Canceled", err)
@@ -451,18 +452,6 @@ func TestContextCancellation(t *testing.T) {
 			t.Fatalf("Update() error = %v, want context.Canceled wrapping the last 500", err)
 		}
 	})
-}
-
-// waitFor polls cond until it holds or the test's deadline nears.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 func TestTracePropagationAndSpanNames(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"github.com/googleapis/gax-go/v2"
 
 	"github.com/startdeliver/segment-destination/shared/envelope"
+	"github.com/startdeliver/segment-destination/shared/waitfor"
 )
 
 // fakeRPC records Publish requests, checks that no ordering key is in two
@@ -205,7 +206,7 @@ func TestOnePersonsEventsShareACall(t *testing.T) {
 			}
 		})
 		// Wait until it is queued, so that the order is fixed.
-		waitFor(t, "the event queued", func() bool { return p.batcher.Stats().Added == int64(i+1) })
+		waitfor.True(t, "the event queued", func() bool { return p.batcher.Stats().Added == int64(i+1) })
 	}
 	close(g.release)
 	wg.Wait()

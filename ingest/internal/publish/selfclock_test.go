@@ -9,6 +9,8 @@ import (
 
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"github.com/googleapis/gax-go/v2"
+
+	"github.com/startdeliver/segment-destination/shared/waitfor"
 )
 
 // gateRPC records Publish requests and holds each one until release is
@@ -39,18 +41,6 @@ func (g *gateRPC) sizes() []int {
 		out[i] = len(r)
 	}
 	return out
-}
-
-// waitFor polls cond until it holds or a deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 // TestPartialBatchesTakeTurns: while one partial batch is in flight, the
@@ -88,14 +78,14 @@ func TestPartialBatchesTakeTurns(t *testing.T) {
 				})
 			}
 			publish("first")
-			waitFor(t, "the first call", func() bool { return len(g.sizes()) == 1 })
+			waitfor.True(t, "the first call", func() bool { return len(g.sizes()) == 1 })
 			for i := range tc.later {
 				publish(fmt.Sprint(i))
 			}
-			waitFor(t, "every message queued or sent", func() bool { return p.batcher.Stats().Added == int64(1+tc.later) })
+			waitfor.True(t, "every message queued or sent", func() bool { return p.batcher.Stats().Added == int64(1+tc.later) })
 			inFlight := func() int { return p.batcher.Stats().InFlight }
 			if tc.whileHeld > 1 {
-				waitFor(t, "a second call while the first is held", func() bool { return inFlight() == tc.whileHeld })
+				waitfor.True(t, "a second call while the first is held", func() bool { return inFlight() == tc.whileHeld })
 			}
 			// Calls are counted when started, under the lock that queues
 			// messages, so none can be missing here.

@@ -13,6 +13,8 @@ import (
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/startdeliver/segment-destination/shared/waitfor"
 )
 
 // stall is a pstest reactor for Publish that makes Pub/Sub stop answering:
@@ -92,7 +94,7 @@ func TestNothingPublishedAfterTheCallerGaveUp(t *testing.T) {
 	for i := range n {
 		wg.Go(func() { _, errs[i] = p.Publish(ctx, msg(fmt.Sprint("k", i), fmt.Sprint("m-", i))) })
 	}
-	waitFor(t, "every message queued and both calls stuck", func() bool {
+	waitfor.True(t, "every message queued and both calls stuck", func() bool {
 		st := p.batcher.Stats()
 		return st.Added == n && st.InFlight == 2
 	})
@@ -167,7 +169,7 @@ func TestFullRefusesAtOnce(t *testing.T) {
 	}
 	// 20 messages fit: the other 80 are refused at once, with Pub/Sub
 	// stuck.
-	waitFor(t, "80 refusals", func() bool {
+	waitfor.True(t, "80 refusals", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(refused) == n-20 || len(errs) > 0
