@@ -1,7 +1,8 @@
 // Package waitfor is the tests' one way to wait on a condition instead of
-// sleeping: poll it, at first every millisecond and then less often (up to
-// every 50 ms, so that a costly condition does not load the machine), and
-// fail the test with what was awaited when a deadline passes.
+// sleeping: poll it and fail the test with what was awaited when a
+// deadline passes. True polls every millisecond, for cheap conditions on
+// in-process state that may hold only briefly; Within backs off from a
+// millisecond to 50 ms, for end-to-end conditions that cost a request.
 package waitfor
 
 import (
@@ -12,14 +13,21 @@ import (
 // Default is how long True waits.
 const Default = 10 * time.Second
 
-// True waits up to Default for cond; see Within.
+// True polls cond every millisecond until it holds, or fails t after
+// Default.
 func True(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	Within(t, Default, what, cond)
+	poll(t, Default, time.Millisecond, what, cond)
 }
 
 // Within polls cond until it holds, or fails t once timeout has passed.
 func Within(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	poll(t, timeout, 50*time.Millisecond, what, cond)
+}
+
+// poll checks cond with pauses growing from a millisecond to most.
+func poll(t testing.TB, timeout, most time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	pause := time.Millisecond
@@ -28,6 +36,6 @@ func Within(t testing.TB, timeout time.Duration, what string, cond func() bool) 
 			t.Fatalf("timed out after %s waiting for %s", timeout, what)
 		}
 		time.Sleep(pause)
-		pause = min(2*pause, 50*time.Millisecond)
+		pause = min(2*pause, most)
 	}
 }
