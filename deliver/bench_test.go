@@ -88,7 +88,7 @@ func TestBenchDeliver(t *testing.T) {
 
 	bare, bareCPU := b.bareCalls(concurrency, benchKnown)
 	t.Logf("baseline bare calls: %.0f/s, %s CPU each", bare, bareCPU)
-	fsRate, fsOpCPU := b.firestoreReadWrite(concurrency, benchKnown)
+	fsRate, fsOpCPU := b.firestoreCreateWrite(concurrency, benchKnown)
 	t.Logf("baseline Firestore read+write: %.0f/s, %s emulator CPU each", fsRate, fsOpCPU)
 	psRate, psMsgCPU := b.pubsubReceive(benchKnown)
 	t.Logf("baseline Pub/Sub receive+ack: %.0f/s, %s emulator CPU each", psRate, psMsgCPU)
@@ -122,7 +122,7 @@ func TestBenchDeliver(t *testing.T) {
 		"The pipeline runs in process (the real intake.Pull, delivery.Processor, dedupe, identity and accountstore stores over an instrumented Firestore client, and Startdeliver client), "+
 		"with the client's rate limiter off except where noted; the memory runs start the deliver binary itself. "+
 		"Baselines, in the same run at the same concurrency: bare `POST /usage` calls to the stand-in (what Startdeliver's latency alone allows), "+
-		"a Firestore read then write of a fresh document per event (deliver's dedupe check and completion record, nothing else), "+
+		"a Firestore create then write of a fresh document per event (deliver's claim and completion record, nothing else), "+
 		"and the Pub/Sub emulator's receive-and-ack of an ordered backlog with deliver's flow control and no work.\n\n",
 		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), load0, load1, benchLatency,
 		benchAccounts, benchUsers, benchPerAccount, benchOutstanding, benchStreams,
@@ -130,7 +130,7 @@ func TestBenchDeliver(t *testing.T) {
 	fmt.Fprintf(w, "| measure | value | against |\n|---|---|---|\n")
 	fmt.Fprintf(w, "| ideal (computed) | %.0f events/s | %d in flight ÷ %s |\n", ideal, concurrency, benchLatency)
 	fmt.Fprintf(w, "| baseline: bare Startdeliver calls | %.0f calls/s | %s of ideal; %s CPU each (client and stand-in) |\n", bare, ratio(bare, ideal), ms(bareCPU))
-	fmt.Fprintf(w, "| baseline: Firestore read + write | %.0f events/s | %s of ideal; %s Firestore emulator CPU each |\n", fsRate, ratio(fsRate, ideal), ms(fsOpCPU))
+	fmt.Fprintf(w, "| baseline: Firestore create + write | %.0f events/s | %s of ideal; %s Firestore emulator CPU each |\n", fsRate, ratio(fsRate, ideal), ms(fsOpCPU))
 	fmt.Fprintf(w, "| baseline: Pub/Sub receive + ack | %.0f messages/s | %s of ideal; %s Pub/Sub emulator CPU each |\n", psRate, ratio(psRate, ideal), ms(psMsgCPU))
 	fmt.Fprintf(w, "| emulators at rest | Firestore %.0f%%, Pub/Sub %.0f%% of a core | |\n", fsIdle*100, psIdle*100)
 	fmt.Fprintf(w, "| **known users: events/s** (%d events) | **%.0f** | **%s of ideal**; %s of bare calls; %s of Firestore read+write; %s of Pub/Sub receive |\n",
@@ -467,9 +467,9 @@ func loadAverage() string {
 	return f[0]
 }
 
-// firestoreReadWrite is the rate of a read then a write of a fresh document
-// (deliver's dedupe check and completion record) at concurrency.
-func (b *bench) firestoreReadWrite(concurrency, n int) (rate float64, cpuEach time.Duration) {
+// firestoreCreateWrite is the rate of a create then a write of a fresh
+// document (deliver's claim and completion record) at concurrency.
+func (b *bench) firestoreCreateWrite(concurrency, n int) (rate float64, cpuEach time.Duration) {
 	col := b.fs.Collection(emulatortest.Name(b.t, "bench-fs"))
 	cpu0 := emulatorCPU(b.env.FirestoreHost)
 	var next atomic.Int64
@@ -479,8 +479,8 @@ func (b *bench) firestoreReadWrite(concurrency, n int) (rate float64, cpuEach ti
 		wg.Go(func() {
 			for i := next.Add(1); i <= int64(n); i = next.Add(1) {
 				doc := col.Doc(fmt.Sprint("d", i))
-				if _, err := doc.Get(context.Background()); err != nil && !isNotFound(err) {
-					b.t.Errorf("firestore baseline read: %v", err)
+				if _, err := doc.Create(context.Background(), map[string]any{"done": false, "at": time.Now()}); err != nil {
+					b.t.Errorf("firestore baseline create: %v", err)
 					return
 				}
 				if _, err := doc.Set(context.Background(), map[string]any{"done": true, "at": time.Now()}); err != nil {
@@ -758,16 +758,16 @@ func orNone(s string) string {
 	return s
 }
 
-// timedCompletions times the dedupe store's check and record.
+// timedCompletions times the dedupe store's check (its claim) and record.
 type timedCompletions struct {
 	*dedupe.Store
 	dones, doneNanos, completes, completeNanos atomic.Int64
 }
 
-func (c *timedCompletions) Done(ctx context.Context, accountID, messageID string) (bool, error) {
+func (c *timedCompletions) Claim(ctx context.Context, r *dedupe.Record) (*dedupe.Claim, error) {
 	began := time.Now()
 	defer func() { c.dones.Add(1); c.doneNanos.Add(int64(time.Since(began))) }()
-	return c.Store.Done(ctx, accountID, messageID)
+	return c.Store.Claim(ctx, r)
 }
 
 func (c *timedCompletions) Complete(ctx context.Context, r *dedupe.Record) error {

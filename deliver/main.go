@@ -115,8 +115,11 @@ func newService(ctx context.Context, getenv func(string) string) (_ *service, er
 	client := startdeliver.New(startdeliver.Options{DefaultBaseURL: cfg.StartdeliverURL, Logger: s.log, CheckBaseURL: cfg.APIURLs.Check,
 		Retry: startdeliver.Retry{Budget: cfg.Budget}, RateLimit: startdeliver.RateLimit{Max: cfg.MaxRate}})
 	s.processor = delivery.New(delivery.Options{
-		Accounts:      s.accounts,
-		Completions:   dedupe.New(s.fs, dedupe.Options{Collection: cfg.DeliveriesCollection}),
+		Accounts: s.accounts,
+		// A claim outlives its event by far: the delivery's budget and its
+		// outcome's writes bound it.
+		Completions: dedupe.New(s.fs, dedupe.Options{Collection: cfg.DeliveriesCollection,
+			Stale: max(2*(cfg.Budget+finishTimeout), 10*time.Second)}),
 		Claims:        identity.New(s.fs, identity.Options{Collection: cfg.IdentitiesCollection}),
 		Client:        client,
 		DeadLetters:   s.dead,

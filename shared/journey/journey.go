@@ -18,7 +18,7 @@ import (
 
 // Statuses of an event (docs/api.md § Probes and the event console).
 const (
-	StatusPending      = "pending"
+	StatusPending      = "pending" // published, not processed yet: no record, or a delivery's claim
 	StatusDelivered    = "delivered"
 	StatusDuplicate    = "duplicate"
 	StatusSkipped      = "skipped"
@@ -122,6 +122,9 @@ type Record struct {
 	// Payload is the event's properties and traits as JSON, kept only when
 	// the operator turns it on (RECORD_PAYLOADS).
 	Payload string `firestore:"payload,omitempty" json:"-"`
+	// Owner is the deliver instance that claimed a pending event
+	// (deliver/internal/dedupe); empty once the event has an outcome.
+	Owner string `firestore:"owner,omitempty" json:"-"`
 	// ExpireAt is when the TTL policy deletes the record.
 	ExpireAt time.Time `firestore:"expireAt" json:"-"`
 }

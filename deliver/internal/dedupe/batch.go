@@ -7,12 +7,13 @@ import (
 )
 
 const (
-	// maxBatch is the most documents in one read call.
-	maxBatch = 100
-	// maxInFlight is how many read calls may run at once. Full batches use
-	// all of them; partial batches take turns.
+	// maxBatch is the most claims in one call: the BulkWriter sends at
+	// most 20 writes a BatchWrite call, so a batch is one call.
+	maxBatch = 20
+	// maxInFlight is how many claim calls may run at once. Full batches
+	// use all of them; partial batches take turns.
 	maxInFlight = 4
-	// callTimeout bounds one Firestore call, so that a stuck read gives its
+	// callTimeout bounds one Firestore call, so that a stuck call gives its
 	// slot back. Callers wait less when their own context says so.
 	callTimeout = 30 * time.Second
 	// minEscapeWait and maxEscapeWait bound how long queued ops wait behind
@@ -22,10 +23,11 @@ const (
 	maxEscapeWait = 100 * time.Millisecond
 )
 
-// op is one Done call's read of a completion document, waiting for the
-// answer of the call that carries it.
+// op is one Claim call's claim of a record, waiting for the answer of the
+// call that carries it.
 type op struct {
 	key string
+	rec *Record
 	// done receives the op's result once. Buffered, so a call never waits
 	// for a caller who has stopped waiting.
 	done chan result
@@ -33,19 +35,21 @@ type op struct {
 
 // result is what a call tells one op.
 type result struct {
-	completed bool // for a read: the document records a live completion
-	err       error
+	claim *Claim
+	err   error
 }
 
-// readOptions are the batcher settings of Done's reads: self-clocked (see
-// shared/batch), so a lone check goes at once and the checks that arrive
-// while a read is in flight go together when it returns.
-func readOptions() batch.Options[*op] {
+// claimOptions are the batcher settings of Claim's calls: self-clocked
+// (see shared/batch), so a lone claim goes at once and the claims that
+// arrive while a call is in flight go together when it returns. The
+// document is the key: one document is never in two calls at once.
+func claimOptions() batch.Options[*op] {
 	return batch.Options[*op]{
 		MaxItems:    maxBatch,
 		MaxCalls:    maxInFlight,
 		MinWait:     minEscapeWait,
 		MaxWait:     maxEscapeWait,
 		CallTimeout: callTimeout,
+		Key:         func(o *op) string { return o.key },
 	}
 }

@@ -22,6 +22,7 @@ import (
 
 const (
 	getMethod    = "/google.firestore.v1.Firestore/BatchGetDocuments"
+	claimMethod  = "/google.firestore.v1.Firestore/BatchWrite"
 	commitMethod = "/google.firestore.v1.Firestore/Commit"
 	beginMethod  = "/google.firestore.v1.Firestore/BeginTransaction"
 )
@@ -30,13 +31,17 @@ const (
 type wire struct {
 	gets    atomic.Int64 // BatchGetDocuments calls
 	docs    atomic.Int64 // documents those calls asked for
+	claims  atomic.Int64 // BatchWrite calls
+	created atomic.Int64 // writes those calls carried
 	commits atomic.Int64 // Commit calls
 	begins  atomic.Int64 // BeginTransaction calls
-	others  atomic.Int64 // any other calls (BatchWrite, Rollback, ...)
+	others  atomic.Int64 // any other calls (Rollback, ...)
 }
 
 // writes is the number of calls that wrote, or began a transaction to.
-func (w *wire) writes() int64 { return w.commits.Load() + w.begins.Load() + w.others.Load() }
+func (w *wire) writes() int64 {
+	return w.claims.Load() + w.commits.Load() + w.begins.Load() + w.others.Load()
+}
 
 // holder holds, or fails, the calls of one method, for a test to control
 // what is in flight.
@@ -80,6 +85,9 @@ func wiredFirestore(t *testing.T, env emulatortest.Env, h *holder) (*firestore.C
 	c := emulatortest.FirestoreWith(t, env,
 		grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 			switch method {
+			case claimMethod:
+				w.claims.Add(1)
+				w.created.Add(int64(len(req.(*firestorepb.BatchWriteRequest).GetWrites())))
 			case commitMethod:
 				w.commits.Add(1)
 			case beginMethod:
@@ -125,9 +133,9 @@ func (d docCounter) SendMsg(m any) error {
 // noEscape makes queued ops wait for the call in flight however long it
 // takes, so that a test decides what goes in which call.
 func noEscape(s *Store) *Store {
-	o := readOptions()
+	o := claimOptions()
 	o.MinWait, o.MaxWait = time.Hour, time.Hour
-	s.gets = batch.New(s.read, o)
+	s.claims = batch.New(s.claim, o)
 	return s
 }
 
@@ -140,15 +148,24 @@ func waitQueued(t *testing.T, b *batch.Batcher[*op], n int) {
 }
 
 type answer struct {
-	done bool
+	done bool // the event was completed before
 	err  error
 }
 
-// doneAsync calls Done in a goroutine.
+// claim claims the event id of account "acct".
+func claim(ctx context.Context, s *Store, id string) (bool, error) {
+	c, err := s.Claim(ctx, &Record{AccountID: "acct", MessageID: id})
+	if err != nil {
+		return false, err
+	}
+	return c.Completed, nil
+}
+
+// doneAsync claims in a goroutine.
 func doneAsync(ctx context.Context, s *Store, id string) <-chan answer {
 	ch := make(chan answer, 1)
 	go func() {
-		done, err := s.Done(ctx, "acct", id)
+		done, err := claim(ctx, s, id)
 		ch <- answer{done, err}
 	}()
 	return ch
@@ -201,7 +218,7 @@ func TestConcurrentCallsShareRoundTrips(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			<-start
-			done, err := reader.Done(ctx, "acct", id(i))
+			done, err := claim(ctx, reader, id(i))
 			answers[i] = answer{done, err}
 		})
 	}
@@ -209,16 +226,19 @@ func TestConcurrentCallsShareRoundTrips(t *testing.T) {
 	wg.Wait()
 	for i, a := range answers {
 		if a.err != nil || a.done != (i%2 == 0) {
-			t.Errorf("Done(%s) = %v, %v; want %v, nil", id(i), a.done, a.err, i%2 == 0)
+			t.Errorf("Claim(%s): completed = %v, %v; want %v, nil", id(i), a.done, a.err, i%2 == 0)
 		}
 	}
-	if got := w.gets.Load(); got >= n {
-		t.Errorf("%d concurrent Done calls took %d BatchGetDocuments calls, want fewer", n, got)
+	if got := w.claims.Load(); got >= n/2 {
+		t.Errorf("%d concurrent Claim calls took %d BatchWrite calls, want fewer than %d", n, got, n/2)
 	}
-	if got := w.docs.Load(); got != n {
-		t.Errorf("documents read = %d, want %d (one per document)", got, n)
+	if got := w.created.Load(); got != n {
+		t.Errorf("creates sent = %d, want %d (one per document)", got, n)
 	}
-	t.Logf("%d concurrent Done calls: %d BatchGetDocuments calls", n, w.gets.Load())
+	if got := w.docs.Load(); got != n/2 {
+		t.Errorf("documents read = %d, want %d (the completed ones, once each)", got, n/2)
+	}
+	t.Logf("%d concurrent Claim calls: %d BatchWrite calls, %d BatchGetDocuments calls", n, w.claims.Load(), w.gets.Load())
 
 	snap, err := fs.Collection(col).Doc(Key("acct", id(42))).Get(ctx)
 	if err != nil {
@@ -236,8 +256,8 @@ func TestCallsQueuedBehindOneInFlightGoTogether(t *testing.T) {
 	env := emulatortest.Require(t)
 	ctx := context.Background()
 
-	t.Run("reads", func(t *testing.T) {
-		h := newHolder(t, getMethod, first)
+	t.Run("claims", func(t *testing.T) {
+		h := newHolder(t, claimMethod, first)
 		fs, w := wiredFirestore(t, env, h)
 		col := emulatortest.Name(t, "deliveries")
 		if err := New(fs, Options{Collection: col}).Complete(ctx, &Record{AccountID: "acct", MessageID: "m-7", Status: "delivered"}); err != nil {
@@ -246,24 +266,24 @@ func TestCallsQueuedBehindOneInFlightGoTogether(t *testing.T) {
 		s := noEscape(New(fs, Options{Collection: col}))
 		lead := doneAsync(ctx, s, "m-0")
 		<-h.entered
-		const queued = 50
+		const queued = maxBatch - 1 // a full batch would go at once
 		answers := make([]<-chan answer, queued)
 		for i := range answers {
 			answers[i] = doneAsync(ctx, s, fmt.Sprintf("m-%d", i+1))
 		}
-		waitQueued(t, s.gets, queued)
+		waitQueued(t, s.claims, queued)
 		h.release <- struct{}{}
 		if a := <-lead; a.err != nil || a.done {
-			t.Errorf("Done(m-0) = %v, %v; want false, nil", a.done, a.err)
+			t.Errorf("Claim(m-0): completed = %v, %v; want false, nil", a.done, a.err)
 		}
 		for i, ch := range answers {
 			want := i+1 == 7
 			if a := <-ch; a.err != nil || a.done != want {
-				t.Errorf("Done(m-%d) = %v, %v; want %v, nil", i+1, a.done, a.err, want)
+				t.Errorf("Claim(m-%d): completed = %v, %v; want %v, nil", i+1, a.done, a.err, want)
 			}
 		}
-		if got := w.gets.Load(); got != 2 {
-			t.Errorf("%d Done calls queued behind one read took %d more BatchGetDocuments calls, want 1", queued, got-1)
+		if got := w.claims.Load(); got != 2 {
+			t.Errorf("%d Claim calls queued behind one call took %d more BatchWrite calls, want 1", queued, got-1)
 		}
 	})
 
@@ -288,8 +308,8 @@ func TestCallsQueuedBehindOneInFlightGoTogether(t *testing.T) {
 		}
 		other := New(fs, Options{Collection: col})
 		for _, id := range []string{"m-0", "m-1"} {
-			if done, err := other.Done(ctx, "acct", id); err != nil || !done {
-				t.Errorf("another instance: Done(%s) = %v, %v; want true", id, done, err)
+			if done, err := claim(ctx, other, id); err != nil || !done {
+				t.Errorf("another instance: Claim(%s): completed = %v, %v; want true", id, done, err)
 			}
 		}
 	})
@@ -299,27 +319,27 @@ func TestFailedCallReachesEveryWaiter(t *testing.T) {
 	env := emulatortest.Require(t)
 	ctx := context.Background()
 
-	t.Run("reads", func(t *testing.T) {
-		h := newHolder(t, getMethod, first)
+	t.Run("claims", func(t *testing.T) {
+		h := newHolder(t, claimMethod, first)
 		h.fail = status.Error(codes.PermissionDenied, "injected")
 		fs, w := wiredFirestore(t, env, h)
 		s := noEscape(New(fs, Options{Collection: emulatortest.Name(t, "deliveries")}))
 		answers := []<-chan answer{doneAsync(ctx, s, "m-0")}
 		<-h.entered
-		const queued = 30
+		const queued = maxBatch - 1 // a full batch would go at once
 		for i := range queued {
 			answers = append(answers, doneAsync(ctx, s, fmt.Sprintf("m-%d", i+1)))
 		}
-		waitQueued(t, s.gets, queued)
+		waitQueued(t, s.claims, queued)
 		h.release <- struct{}{}
 		for i, ch := range answers {
 			a := <-ch
-			if status.Code(a.err) != codes.PermissionDenied || !strings.Contains(a.err.Error(), fmt.Sprintf("read completion m-%d:", i)) {
-				t.Errorf("Done(m-%d) = %v, %v; want the call's PermissionDenied, naming m-%d", i, a.done, a.err, i)
+			if status.Code(a.err) != codes.PermissionDenied || !strings.Contains(a.err.Error(), fmt.Sprintf("claim event m-%d:", i)) {
+				t.Errorf("Claim(m-%d) = %v, %v; want the call's PermissionDenied, naming m-%d", i, a.done, a.err, i)
 			}
 		}
-		if got := w.gets.Load(); got != 2 {
-			t.Errorf("BatchGetDocuments calls = %d, want 2", got)
+		if got := w.claims.Load(); got != 2 {
+			t.Errorf("BatchWrite calls = %d, want 2", got)
 		}
 	})
 
@@ -340,7 +360,7 @@ func TestFailedCallReachesEveryWaiter(t *testing.T) {
 func TestCancelledWaiterReturnsAtOnce(t *testing.T) {
 	env := emulatortest.Require(t)
 	ctx := context.Background()
-	h := newHolder(t, getMethod, all)
+	h := newHolder(t, claimMethod, all)
 	fs, w := wiredFirestore(t, env, h)
 	col := emulatortest.Name(t, "deliveries")
 	for _, id := range []string{"m-1", "m-2", "m-3"} {
@@ -359,54 +379,54 @@ func TestCancelledWaiterReturnsAtOnce(t *testing.T) {
 	ctx3, cancel3 := context.WithCancel(ctx)
 	defer cancel3()
 	one := doneAsync(ctx1, s, "m-1")
-	waitQueued(t, s.gets, 1)
+	waitQueued(t, s.claims, 1)
 	two := doneAsync(ctx, s, "m-2")
-	waitQueued(t, s.gets, 2)
+	waitQueued(t, s.claims, 2)
 	three := doneAsync(ctx3, s, "m-3")
-	waitQueued(t, s.gets, 3)
+	waitQueued(t, s.claims, 3)
 
-	cancel3() // while queued: returns, and is not read
+	cancel3() // while queued: returns, and is not sent
 	if a := <-three; !errors.Is(a.err, context.Canceled) || a.done {
-		t.Errorf("Done(m-3) cancelled while queued = %v, %v; want context.Canceled", a.done, a.err)
+		t.Errorf("Claim(m-3) cancelled while queued = %v, %v; want context.Canceled", a.done, a.err)
 	}
-	if got := s.gets.Stats().Queued; got != 2 {
+	if got := s.claims.Stats().Queued; got != 2 {
 		t.Errorf("%d ops queued after a cancelled one left, want 2", got)
 	}
 
 	h.release <- struct{}{} // call 1 returns; call 2 (m-1, m-2) goes, held
 	if a := <-lead; a.err != nil || a.done {
-		t.Errorf("Done(m-0) = %v, %v; want false, nil", a.done, a.err)
+		t.Errorf("Claim(m-0): completed = %v, %v; want false, nil", a.done, a.err)
 	}
 	<-h.entered
 	cancel1() // while its call is held: returns without it
 	if a := <-one; !errors.Is(a.err, context.Canceled) || a.done {
-		t.Errorf("Done(m-1) cancelled in flight = %v, %v; want context.Canceled", a.done, a.err)
+		t.Errorf("Claim(m-1) cancelled in flight = %v, %v; want context.Canceled", a.done, a.err)
 	}
 	h.release <- struct{}{}
 	if a := <-two; a.err != nil || !a.done {
-		t.Errorf("Done(m-2), in the call of a cancelled caller = %v, %v; want true, nil", a.done, a.err)
+		t.Errorf("Claim(m-2), in the call of a cancelled caller: completed = %v, %v; want true, nil", a.done, a.err)
 	}
-	if got, want := w.docs.Load(), int64(3); got != want || w.gets.Load() != 2 {
-		t.Errorf("documents read = %d in %d calls, want %d in 2 (m-3 never read)", got, w.gets.Load(), want)
+	if got, want := w.created.Load(), int64(3); got != want || w.claims.Load() != 2 {
+		t.Errorf("creates sent = %d in %d calls, want %d in 2 (m-3 never sent)", got, w.claims.Load(), want)
 	}
 }
 
 func TestQueuedCallsEscapeASlowCall(t *testing.T) {
 	env := emulatortest.Require(t)
 	ctx := context.Background()
-	h := newHolder(t, getMethod, first)
+	h := newHolder(t, claimMethod, first)
 	fs, _ := wiredFirestore(t, env, h)
 	s := New(fs, Options{Collection: emulatortest.Name(t, "deliveries")})
 	lead := doneAsync(ctx, s, "m-0")
 	<-h.entered // held until the end of the test
 	for i := range 5 {
 		if a := <-doneAsync(ctx, s, fmt.Sprintf("m-%d", i+1)); a.err != nil || a.done {
-			t.Errorf("Done(m-%d) behind a stuck call = %v, %v; want false, nil", i+1, a.done, a.err)
+			t.Errorf("Claim(m-%d) behind a stuck call: completed = %v, %v; want false, nil", i+1, a.done, a.err)
 		}
 	}
 	h.release <- struct{}{}
 	if a := <-lead; a.err != nil {
-		t.Errorf("Done(m-0) = %v", a.err)
+		t.Errorf("Claim(m-0) = %v", a.err)
 	}
 }
 
@@ -418,44 +438,48 @@ func TestLoneCallGoesAtOnce(t *testing.T) {
 	s := noEscape(New(fs, Options{Collection: emulatortest.Name(t, "deliveries")}))
 	for i := range 3 {
 		id := fmt.Sprintf("m-%d", i)
-		if done, err := s.Done(ctx, "acct", id); err != nil || done {
-			t.Fatalf("Done(%s) = %v, %v; want false, nil", id, done, err)
+		if done, err := claim(ctx, s, id); err != nil || done {
+			t.Fatalf("Claim(%s): completed = %v, %v; want false, nil", id, done, err)
 		}
 		if err := s.Complete(ctx, &Record{AccountID: "acct", MessageID: id, Status: "delivered"}); err != nil {
 			t.Fatalf("Complete(%s) = %v", id, err)
 		}
 	}
-	if g, c := w.gets.Load(), w.commits.Load(); g != 3 || c != 3 || w.writes() != 3 {
-		t.Errorf("3 lone Done and Complete calls took %d BatchGetDocuments and %d Commit calls (%d write calls in all), want 3 each and no transaction", g, c, w.writes())
+	if cl, c := w.claims.Load(), w.commits.Load(); cl != 3 || c != 3 || w.writes() != 6 || w.gets.Load() != 0 {
+		t.Errorf("3 lone Claim and Complete calls took %d BatchWrite, %d Commit, %d BatchGetDocuments calls (%d write calls in all), want 3, 3, 0 and no transaction", cl, c, w.gets.Load(), w.writes())
 	}
 }
 
 func TestOneDocumentTwiceInABatch(t *testing.T) {
 	env := emulatortest.Require(t)
 	ctx := context.Background()
-
-	t.Run("reads", func(t *testing.T) {
-		h := newHolder(t, getMethod, first)
-		fs, w := wiredFirestore(t, env, h)
-		col := emulatortest.Name(t, "deliveries")
-		if err := New(fs, Options{Collection: col}).Complete(ctx, &Record{AccountID: "acct", MessageID: "m-1", Status: "delivered"}); err != nil {
-			t.Fatal(err)
+	h := newHolder(t, claimMethod, first)
+	fs, w := wiredFirestore(t, env, h)
+	col := emulatortest.Name(t, "deliveries")
+	s := noEscape(New(fs, Options{Collection: col}))
+	lead := doneAsync(ctx, s, "m-0")
+	<-h.entered
+	a, b := doneAsync(ctx, s, "m-1"), doneAsync(ctx, s, "m-1")
+	waitQueued(t, s.claims, 2)
+	created0 := w.created.Load()
+	h.release <- struct{}{}
+	<-lead
+	// One of the two copies holds the claim; the other is told to wait.
+	var claimed, held int
+	for _, ch := range []<-chan answer{a, b} {
+		switch got := <-ch; {
+		case got.err == nil && !got.done:
+			claimed++
+		case errors.Is(got.err, ErrHeld):
+			held++
+		default:
+			t.Errorf("Claim(m-1) = %v, %v; want a claim or ErrHeld", got.done, got.err)
 		}
-		docs0 := w.docs.Load()
-		s := noEscape(New(fs, Options{Collection: col}))
-		lead := doneAsync(ctx, s, "m-0")
-		<-h.entered
-		a, b := doneAsync(ctx, s, "m-1"), doneAsync(ctx, s, "m-1")
-		waitQueued(t, s.gets, 2)
-		h.release <- struct{}{}
-		<-lead
-		for _, ch := range []<-chan answer{a, b} {
-			if got := <-ch; got.err != nil || !got.done {
-				t.Errorf("Done(m-1) = %v, %v; want true, nil", got.done, got.err)
-			}
-		}
-		if got := w.docs.Load() - docs0; got != 2 {
-			t.Errorf("documents read = %d, want 2 (m-0, and m-1 once)", got)
-		}
-	})
+	}
+	if claimed != 1 || held != 1 {
+		t.Errorf("two copies in one batch: %d claimed, %d held; want 1 and 1", claimed, held)
+	}
+	if got := w.created.Load() - created0; got != 1 {
+		t.Errorf("creates sent = %d, want 1 (m-1 once)", got)
+	}
 }

@@ -31,11 +31,17 @@ func TestFailedRecordsDoNotCount(t *testing.T) {
 	if err := s.Failed(ctx, &Record{AccountID: "acct", MessageID: "dl", Status: journey.StatusDeadLettered, ErrorClass: "no-match-value"}); err != nil {
 		t.Fatal(err)
 	}
-	if done, err := New(fs, Options{Collection: col}).Done(ctx, "acct", "dl"); err != nil || done {
-		t.Errorf("Done of a dead-lettered event = %v, %v; want false, so that its replay takes effect", done, err)
+	// Its replay takes it over, on another instance or this one.
+	other := New(fs, Options{Collection: col})
+	c, err := other.Claim(ctx, &Record{AccountID: "acct", MessageID: "dl"})
+	if err != nil || c.Completed {
+		t.Fatalf("Claim of a dead-lettered event = %+v, %v; want a claim, so that its replay takes effect", c, err)
 	}
-	if done, _ := s.Done(ctx, "acct", "dl"); done {
-		t.Error("the writing instance remembers a dead letter as done")
+	if err := other.Release(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if done, err := claim(ctx, s, "dl"); err != nil || done {
+		t.Errorf("the writing instance: Claim of a dead letter: completed = %v, %v; want a claim", done, err)
 	}
 	// A retry after it replaces it (neither is a completion) ...
 	if err := s.Failed(ctx, &Record{AccountID: "acct", MessageID: "dl", Status: journey.StatusRetrying}); err != nil {
@@ -55,7 +61,7 @@ func TestFailedRecordsDoNotCount(t *testing.T) {
 	if got := status("dl"); got != journey.StatusDelivered {
 		t.Errorf("after a late dead letter status = %s, want delivered", got)
 	}
-	if done, _ := New(fs, Options{Collection: col}).Done(ctx, "acct", "dl"); !done {
+	if done, _ := claim(ctx, New(fs, Options{Collection: col}), "dl"); !done {
 		t.Error("the completed event is not done after a late failure record")
 	}
 	if err := s.Failed(ctx, &Record{AccountID: "acct", MessageID: "x", Status: journey.StatusDelivered}); err == nil {
@@ -86,7 +92,7 @@ func TestDuplicateNotedOnRecord(t *testing.T) {
 	if r.Status != journey.StatusDuplicate || r.Duplicates != 2 || r.LastDuplicateAt == nil || r.User == nil || *r.User != 9 || len(r.Calls) != 1 {
 		t.Errorf("record after two duplicates = %+v, want status duplicate, 2 duplicates, the journey kept", r)
 	}
-	if done, _ := New(fs, Options{Collection: col}).Done(ctx, "acct", "m"); !done {
+	if done, _ := claim(ctx, New(fs, Options{Collection: col}), "m"); !done {
 		t.Error("a record marked duplicate no longer counts as done")
 	}
 	// A record that is gone is left alone, without an error.

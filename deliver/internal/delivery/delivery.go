@@ -15,11 +15,13 @@ import (
 
 	"github.com/startdeliver/segment-destination/deliver/internal/dedupe"
 	"github.com/startdeliver/segment-destination/deliver/internal/identity"
+	"github.com/startdeliver/segment-destination/deliver/internal/retry"
 	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver"
 	"github.com/startdeliver/segment-destination/shared/abbrev"
 	"github.com/startdeliver/segment-destination/shared/accountstore"
 	"github.com/startdeliver/segment-destination/shared/envelope"
 	"github.com/startdeliver/segment-destination/shared/failure"
+	"github.com/startdeliver/segment-destination/shared/journey"
 	"github.com/startdeliver/segment-destination/shared/plan"
 	"github.com/startdeliver/segment-destination/shared/telemetry"
 )
@@ -83,11 +85,15 @@ type accounts interface {
 	Lookup(ctx context.Context, id string) (*accountstore.Entry, accountstore.Source, error)
 }
 
-// completions is the record of completed events. Done's error means "cannot
-// tell"; Complete's means the record may not be durable (the event is
-// remembered in process regardless). Safe for concurrent use.
+// completions is the record of events (dedupe.Store). Claim makes this
+// copy the one that runs, on any instance, or reports a completed event
+// (dedupe.ErrHeld: another instance runs a copy now; another error: cannot
+// tell); Release gives back a claim whose event left no record. Complete's
+// error means the record may not be durable (the event is remembered in
+// process regardless). Safe for concurrent use.
 type completions interface {
-	Done(ctx context.Context, accountID, messageID string) (bool, error)
+	Claim(ctx context.Context, r *dedupe.Record) (*dedupe.Claim, error)
+	Release(ctx context.Context, c *dedupe.Claim) error
 	Complete(ctx context.Context, r *dedupe.Record) error
 	// Failed writes the record of a dead-lettered or retrying event, never
 	// over a completed one; Duplicate notes a copy that had no effect.
@@ -261,15 +267,15 @@ func (p *Processor) deliver(ctx context.Context, m Message, env *envelope.Messag
 		return p.out.failed(ctx, j, fmt.Errorf("wait for the account's turn: %w: %w", errNotStarted, err))
 	}
 	defer t.release()
-	// Started: from here on the event runs on its own budget.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.Budget)
+	// dedupe: the only copy running anywhere, or a duplicate. Started: from
+	// here on the event runs on its own budget, which starts again after a
+	// wait for another instance's copy.
+	ctx, cancel, err := p.claim(ctx, t, j)
+	if err != nil {
+		return p.out.failed(ctx, j, err)
+	}
 	defer cancel()
-
-	// dedupe
-	if done, err := p.isDone(ctx, env.AccountID, ev.MessageID); err != nil || done {
-		if err != nil {
-			return p.out.failed(ctx, j, err)
-		}
+	if j.claim.Completed {
 		return p.out.duplicate(ctx, j)
 	}
 	// plan
@@ -293,17 +299,49 @@ func (p *Processor) deliver(ctx context.Context, m Message, env *envelope.Messag
 	return p.out.done(ctx, j, OutcomeDelivered, "")
 }
 
-// isDone checks the record of completed events.
-func (p *Processor) isDone(ctx context.Context, accountID, messageID string) (bool, error) {
+// claim claims the event for this copy (dedupe.Store.Claim) and returns the
+// context of the delivery's budget. While another instance runs a copy,
+// the event waits on the intake's ctx, giving its account's slot back, and
+// claims again: waiting is not failing, and a wait that ctx ends is a nack
+// of an event that did not start. The returned context is ctx's values on
+// a budget of their own, which cancel ends.
+func (p *Processor) claim(ctx context.Context, t *turn, j *trip) (context.Context, context.CancelFunc, error) {
+	for n := 1; ; n++ {
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.Budget)
+		cl, err := p.claimOnce(bctx, j)
+		if err == nil {
+			j.claim = cl
+			return bctx, cancel, nil
+		}
+		if !errors.Is(err, dedupe.ErrHeld) {
+			return bctx, cancel, err
+		}
+		cancel()
+		t.pause()
+		if err := retry.Sleep(ctx, retry.Backoff(n, 50*time.Millisecond, time.Second)); err != nil {
+			return ctx, func() {}, fmt.Errorf("wait for a copy of the event on another instance: %w: %w", errNotStarted, err)
+		}
+		if err := t.resume(ctx); err != nil {
+			return ctx, func() {}, fmt.Errorf("wait for the account's turn: %w: %w", errNotStarted, err)
+		}
+	}
+}
+
+// claimOnce makes one claim, in its own span.
+func (p *Processor) claimOnce(ctx context.Context, j *trip) (*dedupe.Claim, error) {
 	ctx, span := p.tracer.Start(ctx, "dedupe check")
 	defer span.End()
-	done, err := p.opts.Completions.Done(ctx, accountID, messageID)
-	span.SetAttributes(attribute.Bool("delivery.duplicate", done))
-	if err != nil {
+	cl, err := p.opts.Completions.Claim(ctx, p.out.record(ctx, j, journey.StatusPending, "", ""))
+	switch {
+	case errors.Is(err, dedupe.ErrHeld):
+		span.SetAttributes(attribute.Bool("delivery.held_elsewhere", true))
+		return nil, err
+	case err != nil:
 		span.SetStatus(codes.Error, "dedupe check failed")
-		return false, fmt.Errorf("check completion: %w", err)
+		return nil, fmt.Errorf("check completion: %w", err)
 	}
-	return done, nil
+	span.SetAttributes(attribute.Bool("delivery.duplicate", cl.Completed))
+	return cl, nil
 }
 
 // plan loads the account's configuration, merges the event's settings into

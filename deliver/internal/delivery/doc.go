@@ -10,7 +10,9 @@
 //   - decode reads the envelope (package envelope);
 //   - guard makes the event the only copy of itself running here and waits
 //     for its account's turn (copies and scheduler);
-//   - dedupe skips what was already completed (the completions store);
+//   - dedupe claims the event's record, so that it is the only copy running
+//     on any instance, or skips what was already completed (the completions
+//     store, dedupe.Store.Claim);
 //   - plan loads the account's configuration and decides what the event
 //     means in Startdeliver (package plan: pure);
 //   - apply carries the plan out through Startdeliver (applier), finding
@@ -68,7 +70,10 @@
 //     person, or for another instance's claim on it, gives its slot back
 //     while it waits, and takes one again ahead of events not yet started;
 //   - a second copy of an event already running here waits for it, holding
-//     no slot, and then finds its completion record;
+//     no slot, and then finds its completion record; a copy running on
+//     another instance (its claim is fresh) is waited for the same way,
+//     polling the claim with the slot given back, and its budget starts
+//     only once this copy holds the claim;
 //   - the wait ends only when the intake's context does: at shutdown, or in
 //     push mode TurnWait before the ack deadline. Such an event has not
 //     started: it is nacked, which spends one of its delivery attempts (the

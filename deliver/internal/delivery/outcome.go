@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/startdeliver/segment-destination/deliver/internal/dedupe"
 	"github.com/startdeliver/segment-destination/deliver/internal/identity"
 	"github.com/startdeliver/segment-destination/deliver/internal/retry"
 	"github.com/startdeliver/segment-destination/deliver/internal/startdeliver"
@@ -63,6 +64,8 @@ type trip struct {
 	plan      *plan.Plan
 	userID    int64
 	customer  int64
+	// claim is the event's claim (dedupe), once it has one.
+	claim *dedupe.Claim
 }
 
 // record is the event's journey as its record keeps it.
@@ -202,11 +205,13 @@ func (o *outcome) duplicate(ctx context.Context, j *trip) Result {
 func (o *outcome) failed(ctx context.Context, j *trip, err error) Result {
 	class, perm := classify(err)
 	if !perm {
+		nctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.timeout)
 		if j.env != nil && strings.HasPrefix(class, "startdeliver-") {
-			nctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.timeout)
 			o.note(nctx, j, journey.StatusRetrying, class, err)
-			cancel()
+		} else {
+			o.release(nctx, j)
 		}
+		cancel()
 		return Result{Decision: Nack, Outcome: OutcomeRetry, Class: class, Err: err}
 	}
 	m := j.msg
@@ -230,6 +235,7 @@ func (o *outcome) failed(ctx context.Context, j *trip, err error) Result {
 	}
 	span.End()
 	if derr != nil {
+		o.release(dctx, j)
 		return Result{Decision: Nack, Outcome: OutcomeRetry, Class: class,
 			Err: fmt.Errorf("%w (and dead-lettering failed: %v)", err, derr)}
 	}
@@ -249,6 +255,18 @@ func (o *outcome) failed(ctx context.Context, j *trip, err error) Result {
 func (o *outcome) note(ctx context.Context, j *trip, status, class string, cause error) {
 	if err := o.completions.Failed(ctx, o.record(ctx, j, status, class, cause.Error())); err != nil {
 		o.log.WarnContext(ctx, "event record not written", "status", status, "messageId", j.messageID, "account", j.accountID, "error", err)
+	}
+}
+
+// release gives back the claim of an event nacked without a record of its
+// own, so that its redelivery need not wait for the claim to go stale
+// (best effort: a claim left behind goes stale).
+func (o *outcome) release(ctx context.Context, j *trip) {
+	if j.claim == nil {
+		return
+	}
+	if err := o.completions.Release(ctx, j.claim); err != nil {
+		o.log.WarnContext(ctx, "claim not released; a copy elsewhere waits until it is stale", "messageId", j.messageID, "account", j.accountID, "error", err)
 	}
 }
 

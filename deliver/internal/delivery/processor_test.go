@@ -48,7 +48,11 @@ type fakeCompletions struct {
 	// failWrites makes the next Complete calls fail.
 	failWrites int
 	writes     int
-	reads      int
+	reads      int // Claim calls
+	// held makes the next Claim calls answer dedupe.ErrHeld (another
+	// instance runs a copy); released counts Release calls.
+	held     int
+	released int
 	// onComplete, when set, runs at the start of every Complete.
 	onComplete func(msg string)
 	// records holds every record written (Complete and Failed), by
@@ -57,15 +61,26 @@ type fakeCompletions struct {
 	duplicates int
 }
 
-func (f *fakeCompletions) Done(_ context.Context, acct, msg string) (bool, error) {
+func (f *fakeCompletions) Claim(_ context.Context, r *dedupe.Record) (*dedupe.Claim, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.reads++
 	if f.doneErr != nil {
-		return false, f.doneErr
+		return nil, f.doneErr
 	}
-	_, ok := f.done[acct+"/"+msg]
-	return ok, nil
+	if f.held > 0 {
+		f.held--
+		return nil, dedupe.ErrHeld
+	}
+	_, ok := f.done[r.AccountID+"/"+r.MessageID]
+	return &dedupe.Claim{Completed: ok}, nil
+}
+
+func (f *fakeCompletions) Release(context.Context, *dedupe.Claim) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.released++
+	return nil
 }
 
 func (f *fakeCompletions) Failed(_ context.Context, r *dedupe.Record) error {

@@ -149,9 +149,9 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch f.Status {
-	case "", journey.StatusDelivered, journey.StatusDuplicate, journey.StatusSkipped, journey.StatusDeadLettered, journey.StatusRetrying:
+	case "", journey.StatusPending, journey.StatusDelivered, journey.StatusDuplicate, journey.StatusSkipped, journey.StatusDeadLettered, journey.StatusRetrying:
 	default:
-		h.answer(ctx, w, fail(http.StatusBadRequest, "status must be one of delivered, duplicate, skipped, dead_lettered, retrying"))
+		h.answer(ctx, w, fail(http.StatusBadRequest, "status must be one of pending, delivered, duplicate, skipped, dead_lettered, retrying"))
 		return
 	}
 	recs, err := h.opts.Records.List(ctx, accountID, f)
