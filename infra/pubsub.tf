@@ -1,5 +1,5 @@
-# ingest publishes every accepted event here, with an ordering key per
-# account and person.
+# ingest publishes every accepted event here; with var.pubsub_ordering, with
+# an ordering key per account and person.
 resource "google_pubsub_topic" "events" {
   project = var.project_id
   name    = local.events_topic
@@ -31,8 +31,11 @@ resource "google_pubsub_subscription" "deliver" {
   message_retention_duration = local.retention
   retain_acked_messages      = false
 
-  # ingest sets an ordering key per account + person, so one person's
-  # identify is handled before their track.
+  # Ordering is decided by ingest (var.pubsub_ordering): with ordering keys
+  # one person's events are handed out in order; messages without a key
+  # (the default) are not ordered, so enabling it costs nothing then, and
+  # turning keys on later needs no new subscription (this field cannot
+  # change on an existing one).
   enable_message_ordering = true
 
   retry_policy {

@@ -17,6 +17,8 @@ locals {
   ingest_env = merge(local.common_env, {
     OTEL_SERVICE_NAME = local.ingest_service
     PUBSUB_TOPIC      = google_pubsub_topic.events.name
+    # Per-person ordering keys: off by default (README, "Order of events").
+    PUBSUB_ORDERING = var.pubsub_ordering ? "true" : "false"
     # The event console reads deliver's records and explain looks users up
     # (read-only) in Startdeliver.
     DELIVERIES_COLLECTION = local.deliveries_collection

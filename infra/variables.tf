@@ -132,6 +132,12 @@ variable "ack_deadline_seconds" {
   }
 }
 
+variable "pubsub_ordering" {
+  description = "Publish each event with an ordering key per account and person, so that Pub/Sub hands one person's events to deliver in order (README, \"Order of events\"). Off by default: Segment promises no order, and a key's failed message holds back that person's later events."
+  type        = bool
+  default     = false
+}
+
 variable "max_delivery_attempts" {
   description = "Delivery attempts before Pub/Sub moves a message to the dead-letter topic (5 to 100)."
   type        = number

@@ -21,8 +21,8 @@ type config struct {
 	Topic string
 	// ConfigCacheTTL is CONFIG_CACHE_TTL (default and maximum 10m).
 	ConfigCacheTTL time.Duration
-	// Ordering is PUBSUB_ORDERING (default true): publish with an ordering
-	// key per account and person.
+	// Ordering is PUBSUB_ORDERING (default false): publish with an ordering
+	// key per account and person (README, "Order of events").
 	Ordering bool
 	// PublishDelay is PUBSUB_PUBLISH_DELAY (default 1ms): the least time a
 	// partial batch waits behind a Publish call in flight before another
@@ -89,7 +89,7 @@ func loadConfig(getenv func(string) string) (*config, error) {
 	if c.PublishTimeout, err = envconfig.Duration(getenv, "PUBSUB_PUBLISH_TIMEOUT", 10*time.Second); err != nil {
 		return nil, err
 	}
-	if c.Ordering, err = envconfig.Bool(getenv, "PUBSUB_ORDERING", true); err != nil {
+	if c.Ordering, err = envconfig.Bool(getenv, "PUBSUB_ORDERING", false); err != nil {
 		return nil, err
 	}
 	if c.PublishMaxBytes, err = envconfig.Int(getenv, "PUBSUB_PUBLISH_MAX_BYTES", 64<<20); err != nil {

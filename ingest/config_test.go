@@ -21,7 +21,7 @@ func TestLoadConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Port != "8080" || c.Topic != "segment-events" || c.AccountsCollection != "accounts" || c.ConfigCacheTTL != 10*time.Minute || !c.Ordering || c.PublishMaxBytes != 64<<20 {
+	if c.Port != "8080" || c.Topic != "segment-events" || c.AccountsCollection != "accounts" || c.ConfigCacheTTL != 10*time.Minute || c.Ordering || c.PublishMaxBytes != 64<<20 {
 		t.Errorf("defaults = %+v", c)
 	}
 	for _, tt := range []struct {

@@ -122,10 +122,10 @@ func (s *stack) post(t *testing.T, path, body string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// TestNoOrderingKeyWhenDisabled: with PUBSUB_ORDERING=false messages
-// carry no ordering key.
-func TestNoOrderingKeyWhenDisabled(t *testing.T) {
-	s := startIngest(t, "", map[string]string{"PUBSUB_ORDERING": "false"})
+// TestOrderingKeyWhenEnabled: with PUBSUB_ORDERING=true each message
+// carries its account and person as its ordering key.
+func TestOrderingKeyWhenEnabled(t *testing.T) {
+	s := startIngest(t, "", map[string]string{"PUBSUB_ORDERING": "true"})
 	if code, b := s.post(t, "/", `{"type":"track","userId":"97980cfea0067","event":"Opened","messageId":"m-ord-1"}`); code != 200 {
 		t.Fatalf("POST / = %d %s, want 200", code, b)
 	}
@@ -133,8 +133,8 @@ func TestNoOrderingKeyWhenDisabled(t *testing.T) {
 	if len(msgs) != 1 {
 		t.Fatalf("received %d messages, want 1", len(msgs))
 	}
-	if msgs[0].OrderingKey != "" {
-		t.Errorf("ordering key = %q, want none", msgs[0].OrderingKey)
+	if want := envelope.AccountID(s.key) + ":97980cfea0067"; msgs[0].OrderingKey != want {
+		t.Errorf("ordering key = %q, want %q", msgs[0].OrderingKey, want)
 	}
 }
 
@@ -156,8 +156,8 @@ func TestPublishedEventArrivesIntact(t *testing.T) {
 			t.Errorf("attribute %s = %q, want %q", k, m.Attributes[k], v)
 		}
 	}
-	if want := envelope.AccountID(s.key) + ":97980cfea0067"; m.OrderingKey != want {
-		t.Errorf("ordering key = %q, want %q", m.OrderingKey, want)
+	if m.OrderingKey != "" {
+		t.Errorf("ordering key = %q, want none by default (PUBSUB_ORDERING)", m.OrderingKey)
 	}
 	got, err := envelope.Decode(m.Data)
 	if err != nil {
@@ -291,11 +291,12 @@ func TestGracefulShutdownFlushes(t *testing.T) {
 	}
 }
 
-// TestBatchKeepsEachPersonsOrder: a /v1/batch's events reach the topic in
-// the batch's order for each person (ordering key), so deliver applies a
-// person's identify and track calls in the order Segment sent them.
+// TestBatchKeepsEachPersonsOrder: with ordering on, a /v1/batch's events
+// reach the topic in the batch's order for each person (ordering key), so
+// deliver applies a person's identify and track calls in the order Segment
+// sent them.
 func TestBatchKeepsEachPersonsOrder(t *testing.T) {
-	s := startIngest(t, "")
+	s := startIngest(t, "", map[string]string{"PUBSUB_ORDERING": "true"})
 	const n = 120
 	var b strings.Builder
 	b.WriteString(`{"batch":[`)

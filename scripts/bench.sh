@@ -56,7 +56,7 @@ declare -A server_doc=(
   [B]="floor B: encoding/json, default pubsub/v2 Publisher, no ordering, 200 after every Get"
   [A]="ceiling A: read and decode only"
 )
-servers=(${BENCH_SERVERS:-ingest B A ingest-unordered ingest-client ingest-client-ordered ingest-defaultgc})
+servers=(${BENCH_SERVERS:-ingest B A ingest-ordered ingest-client ingest-client-ordered ingest-defaultgc})
 # NAME:PATH:BATCH:CONNS
 workloads=(${BENCH_WORKLOADS:-single-64:/:0:64 single-256:/:0:256 batch-64:/v1/batch:100:64})
 

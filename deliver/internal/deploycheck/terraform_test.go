@@ -62,7 +62,7 @@ func TestDeliverSubscription(t *testing.T) {
 		t.Errorf("message_retention_duration = %q, want %q (longer than Segment's 4 h retries)", got, sevenDays)
 	}
 	if got := cfg.attr(t, sub, "enable_message_ordering", nil); !got.True() {
-		t.Errorf("enable_message_ordering = %#v, want true (ingest publishes with ordering keys)", got)
+		t.Errorf("enable_message_ordering = %#v, want true (ingest's ordering keys, var.pubsub_ordering, need it; it cannot change later)", got)
 	}
 	ack := cfg.num(t, sub, "ack_deadline_seconds")
 	if ack < 30 || ack > 600 {
@@ -224,7 +224,7 @@ func TestCloudRunServices(t *testing.T) {
 		{
 			addr: ingestRun, name: "segment-ingest", sa: "{google_service_account.ingest.email}",
 			env: map[string]string{"PUBSUB_TOPIC": "{google_pubsub_topic.events.name}", "OTEL_TRACES_EXPORTER": "gcp", "OTEL_SERVICE_NAME": "segment-ingest",
-				"API_KEY_PUBLIC_KEYSET": ""},
+				"API_KEY_PUBLIC_KEYSET": "", "PUBSUB_ORDERING": "false"},
 		},
 		{
 			addr: deliverRun, name: "segment-deliver", sa: "{google_service_account.deliver.email}",
