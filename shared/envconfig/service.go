@@ -17,7 +17,8 @@ type Service struct {
 	Port, Host string
 	// Project is GOOGLE_CLOUD_PROJECT (required).
 	Project string
-	// LogLevel is LOG_LEVEL (debug, info, warn, error; default info).
+	// LogLevel is LOG_LEVEL (debug, info, warn, error, or a Cloud Logging
+	// severity; default info: telemetry.ParseLevel).
 	LogLevel string
 	// FirestoreDatabase is FIRESTORE_DATABASE (default "(default)");
 	// AccountsCollection is ACCOUNTS_COLLECTION (default accounts).

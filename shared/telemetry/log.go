@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/startdeliver/segment-destination/shared/abbrev"
 )
 
 // Cloud Logging's special JSON fields; see
@@ -22,16 +24,33 @@ const (
 // redacted replaces every value the logger must not print.
 const redacted = "[redacted]"
 
-// ParseLevel reads a LOG_LEVEL value: debug, info, warn (or warning) or
-// error, in any case (slog's names, so INFO+2 too); empty means info.
+// ParseLevel reads a LOG_LEVEL value, in any case: slog's names (debug,
+// info, warn, error, and offsets such as INFO+2) or Cloud Logging's
+// severities (default, debug, info, notice, warning, error, critical,
+// alert, emergency), each at its place among slog's levels; empty means
+// info.
 func ParseLevel(s string) (l slog.Level, err error) {
-	if s = strings.TrimSpace(s); strings.EqualFold(s, "warning") {
-		s = "warn"
+	s = strings.TrimSpace(s)
+	if l, ok := cloudSeverities[strings.ToLower(s)]; ok {
+		return l, nil
 	}
 	if s != "" && l.UnmarshalText([]byte(s)) != nil {
-		return slog.LevelInfo, fmt.Errorf("LOG_LEVEL: unknown level %q (want debug, info, warn or error)", s)
+		return slog.LevelInfo, fmt.Errorf("LOG_LEVEL: unknown level %q (want debug, info, warn or error, or a Cloud Logging severity)", abbrev.String(s, 20))
 	}
 	return l, nil
+}
+
+// cloudSeverities are Cloud Logging's severity names that slog does not
+// know, as slog levels: DEFAULT is below DEBUG, NOTICE between INFO and
+// WARNING, and CRITICAL, ALERT and EMERGENCY above ERROR (deliver and
+// ingest log nothing that high, so they show no lines).
+var cloudSeverities = map[string]slog.Level{
+	"default":   slog.LevelDebug - 4,
+	"notice":    slog.LevelInfo + 2,
+	"warning":   slog.LevelWarn,
+	"critical":  slog.LevelError + 4,
+	"alert":     slog.LevelError + 8,
+	"emergency": slog.LevelError + 12,
 }
 
 // NewLogger returns a logger that writes one Cloud Logging JSON object per

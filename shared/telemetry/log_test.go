@@ -166,7 +166,10 @@ func TestLoggerLevel(t *testing.T) {
 }
 
 func TestParseLevel(t *testing.T) {
-	for in, want := range map[string]slog.Level{"debug": slog.LevelDebug, "": slog.LevelInfo, "Info": slog.LevelInfo, "warn": slog.LevelWarn, "ERROR": slog.LevelError} {
+	for in, want := range map[string]slog.Level{"debug": slog.LevelDebug, "": slog.LevelInfo, "Info": slog.LevelInfo, "warn": slog.LevelWarn, "ERROR": slog.LevelError,
+		// Cloud Logging's severities, at their places among slog's.
+		"DEFAULT": slog.LevelDebug - 4, "notice": slog.LevelInfo + 2, "Warning": slog.LevelWarn, "critical": slog.LevelError + 4, "EMERGENCY": slog.LevelError + 12,
+		"info+2": slog.LevelInfo + 2} {
 		if got, err := ParseLevel(in); err != nil || got != want {
 			t.Errorf("ParseLevel(%q) = %v, %v, want %v", in, got, err, want)
 		}
