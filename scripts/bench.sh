@@ -13,7 +13,8 @@
 #        A  the ceiling: read and decode only;
 #      and ingest variants for comparison (other publishers, ordering on).
 #      Each row is BENCH_DURATION (15s) after a BENCH_WARMUP (3s) warm-up of
-#      the same server and workload; BENCH_ROUNDS (2) rounds, all shown.
+#      the same server and workload, and round 1 follows one warm-up of
+#      every server and workload; BENCH_ROUNDS (2) rounds, all shown.
 #      Besides events/s, p50 and p99, each row gives the CPU the server and
 #      the emulator spent per event, and ingest's ratios to B.
 #   2. Go benchmarks with their in-run baselines (-bench, allocations).
@@ -198,6 +199,18 @@ ingest_load() {
   }
 
   local uptime_before uptime_after r w wname wpath wbatch wconns
+  # A fresh emulator's JVM is slow until it has compiled its hot code: the
+  # first rows measured on it paid for that (in a run of 2026-12-01 the
+  # first server of round 1 cost the emulator 5.5x the CPU per event it did
+  # in round 2). So before round 1 every server runs every workload once
+  # for the warm-up time, unmeasured.
+  echo "bench: warming up the emulator with every server and workload" >&2
+  for w in "${workloads[@]}"; do
+    IFS=: read -r wname wpath wbatch wconns <<<"$w"
+    for name in "${servers[@]}"; do
+      load "$name" "$wpath" "$wbatch" "$wconns" "$warmup" >/dev/null
+    done
+  done
   uptime_before=$(uptime)
   echo "bench: $uptime_before" >&2
   for r in $(seq "$rounds"); do
