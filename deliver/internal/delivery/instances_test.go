@@ -14,6 +14,7 @@ import (
 	"github.com/startdeliver/segment-destination/shared/emulatortest"
 	"github.com/startdeliver/segment-destination/shared/envelope"
 	"github.com/startdeliver/segment-destination/shared/journey"
+	"github.com/startdeliver/segment-destination/shared/waitfor"
 )
 
 // instances returns n processors that share the fixture's account, the
@@ -86,5 +87,43 @@ func TestNackReleasesClaim(t *testing.T) {
 	rec, err := reader.Get(context.Background(), envelope.AccountID(key), "slow")
 	if !errors.Is(err, journey.ErrNotFound) {
 		t.Errorf("record after a nack of class %s = %+v, %v; want none (the claim released)", res.Class, rec, err)
+	}
+}
+
+// TestCopyElsewhereWaitsWithoutSlot: while another instance runs a copy of
+// an event (its claim is fresh), the event waits in process with its
+// account's slot given back, so the account's other events run meanwhile;
+// once the claim is free it claims again and runs. It is never nacked for
+// the wait.
+func TestCopyElsewhereWaitsWithoutSlot(t *testing.T) {
+	f := newFixture(t, simple)
+	f.p.sched = newScheduler(1) // one slot for the account
+	f.done.mu.Lock()
+	f.done.heldElsewhere = map[string]bool{"elsewhere": true}
+	f.done.mu.Unlock()
+	waiting := make(chan Result, 1)
+	go func() {
+		waiting <- f.p.Process(context.Background(), message(t, `{"type":"track","userId":"u1","event":"e","messageId":"elsewhere"}`))
+	}()
+	waitfor.True(t, "the event to be told another instance holds it", func() bool {
+		f.done.mu.Lock()
+		defer f.done.mu.Unlock()
+		return f.done.reads > 0
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if res := f.p.Process(ctx, message(t, `{"type":"track","userId":"u2","event":"e","messageId":"meanwhile"}`)); res.Outcome != OutcomeDelivered {
+		t.Fatalf("the account's other event while one waits for another instance: %+v, want delivered (the slot given back)", res)
+	}
+	select {
+	case res := <-waiting:
+		t.Fatalf("the held event finished while another instance held it: %+v", res)
+	default:
+	}
+	f.done.mu.Lock()
+	f.done.heldElsewhere = nil
+	f.done.mu.Unlock()
+	if res := <-waiting; res.Outcome != OutcomeDelivered {
+		t.Errorf("the held event once free: %+v, want delivered", res)
 	}
 }

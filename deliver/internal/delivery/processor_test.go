@@ -49,10 +49,11 @@ type fakeCompletions struct {
 	failWrites int
 	writes     int
 	reads      int // Claim calls
-	// held makes the next Claim calls answer dedupe.ErrHeld (another
-	// instance runs a copy); released counts Release calls.
-	held     int
-	released int
+	// heldElsewhere names events whose Claim answers dedupe.ErrHeld
+	// (another instance runs a copy) while set; released counts Release
+	// calls.
+	heldElsewhere map[string]bool
+	released      int
 	// onComplete, when set, runs at the start of every Complete.
 	onComplete func(msg string)
 	// records holds every record written (Complete and Failed), by
@@ -68,8 +69,7 @@ func (f *fakeCompletions) Claim(_ context.Context, r *dedupe.Record) (*dedupe.Cl
 	if f.doneErr != nil {
 		return nil, f.doneErr
 	}
-	if f.held > 0 {
-		f.held--
+	if f.heldElsewhere[r.MessageID] {
 		return nil, dedupe.ErrHeld
 	}
 	_, ok := f.done[r.AccountID+"/"+r.MessageID]
