@@ -271,10 +271,10 @@ func (p *Processor) deliver(ctx context.Context, m Message, env *envelope.Messag
 	// here on the event runs on its own budget, which starts again after a
 	// wait for another instance's copy.
 	ctx, cancel, err := p.claim(ctx, t, j)
+	defer cancel()
 	if err != nil {
 		return p.out.failed(ctx, j, err)
 	}
-	defer cancel()
 	if j.claim.Completed {
 		return p.out.duplicate(ctx, j)
 	}
