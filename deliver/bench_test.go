@@ -365,7 +365,7 @@ func (b *bench) pipeline(name string, n int, newUsers, unlimited bool) pipelineR
 	})
 	reads0, writes0 := b.wire.Reads.Load(), b.wire.Writes.Load()
 	dedupeReads0, configReads0 := b.wire.ReadsOf(col+"-deliveries"), b.wire.ReadsOf(col)
-	readCalls0, writeCalls0, beginCalls0 := b.wire.ReadCalls.Load(), b.wire.WriteCalls.Load(), b.wire.BeginCalls.Load()
+	readCalls0, writeCalls0, beginCalls0 := b.wire.Calls("BatchGetDocuments"), b.wire.Calls("Commit", "BatchWrite"), b.wire.Calls("BeginTransaction")
 	cpu0 := cputime.Process()
 	busy0, total0 := machineCPU()
 	fs0, ps0 := emulatorCPU(b.env.FirestoreHost), emulatorCPU(b.env.PubSubHost)
@@ -400,9 +400,9 @@ func (b *bench) pipeline(name string, n int, newUsers, unlimited bool) pipelineR
 		routes:       routes(counts),
 		wireReads:    b.wire.Reads.Load() - reads0,
 		wireWrites:   b.wire.Writes.Load() - writes0,
-		readCalls:    b.wire.ReadCalls.Load() - readCalls0,
-		writeCalls:   b.wire.WriteCalls.Load() - writeCalls0,
-		beginCalls:   b.wire.BeginCalls.Load() - beginCalls0,
+		readCalls:    b.wire.Calls("BatchGetDocuments") - readCalls0,
+		writeCalls:   b.wire.Calls("Commit", "BatchWrite") - writeCalls0,
+		beginCalls:   b.wire.Calls("BeginTransaction") - beginCalls0,
 		dedupeReads:  b.wire.ReadsOf(col+"-deliveries") - dedupeReads0,
 		configReads:  b.wire.ReadsOf(col) - configReads0,
 		cpuPerEvent:  (cpu1 - cpu0) / time.Duration(max(got, 1)),

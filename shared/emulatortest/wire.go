@@ -3,7 +3,7 @@ package emulatortest
 import (
 	"context"
 	"path"
-	"strings"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,11 +21,29 @@ type Wire struct {
 	// missing) and query results. Writes counts the writes of Commit and
 	// BatchWrite calls.
 	Reads, Writes atomic.Int64
-	// ReadCalls counts BatchGetDocuments calls; WriteCalls Commit and
-	// BatchWrite calls; BeginCalls BeginTransaction calls.
-	ReadCalls, WriteCalls, BeginCalls atomic.Int64
 
 	byCollection sync.Map // collection id → *atomic.Int64 of documents read
+	byMethod     sync.Map // method name ("Commit") → *atomic.Int64 of calls
+}
+
+// Calls is how many calls of the named Firestore methods were made
+// ("BatchGetDocuments", "Commit", "BatchWrite", "BeginTransaction", ...),
+// counted as they leave, failed ones included; with no name, of every
+// method.
+func (w *Wire) Calls(methods ...string) int64 {
+	var n int64
+	w.byMethod.Range(func(k, v any) bool {
+		if len(methods) == 0 || slices.Contains(methods, k.(string)) {
+			n += v.(*atomic.Int64).Load()
+		}
+		return true
+	})
+	return n
+}
+
+// call counts one call of the gRPC method (its full name).
+func (w *Wire) call(method string) {
+	counter(&w.byMethod, path.Base(method)).Add(1)
 }
 
 // ReadsOf is how many of Reads were documents of the collection col (its
@@ -40,44 +58,46 @@ func (w *Wire) ReadsOf(col string) int64 {
 // read counts one document read, by its resource name.
 func (w *Wire) read(name string) {
 	w.Reads.Add(1)
-	col := path.Base(path.Dir(name))
-	n, ok := w.byCollection.Load(col)
+	counter(&w.byCollection, path.Base(path.Dir(name))).Add(1)
+}
+
+// counter is m's counter for key, made on first use.
+func counter(m *sync.Map, key string) *atomic.Int64 {
+	n, ok := m.Load(key)
 	if !ok {
-		n, _ = w.byCollection.LoadOrStore(col, new(atomic.Int64))
+		n, _ = m.LoadOrStore(key, new(atomic.Int64))
 	}
-	n.(*atomic.Int64).Add(1)
+	return n.(*atomic.Int64)
 }
 
 // CountingFirestore is Firestore with every call counted in the Wire it
-// returns.
-func CountingFirestore(t testing.TB, e Env) (*firestore.Client, *Wire) {
+// returns. opts are dialled as well; their interceptors run after the
+// counting ones, nearer the wire (a test's interceptor that holds or fails
+// calls sees them counted first).
+func CountingFirestore(t testing.TB, e Env, opts ...grpc.DialOption) (*firestore.Client, *Wire) {
 	t.Helper()
 	w := &Wire{}
-	c := FirestoreWith(t, e,
+	counting := []grpc.DialOption{
 		grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			w.call(method)
 			switch r := req.(type) {
 			case *firestorepb.CommitRequest:
 				w.Writes.Add(int64(len(r.Writes)))
-				w.WriteCalls.Add(1)
 			case *firestorepb.BatchWriteRequest:
 				w.Writes.Add(int64(len(r.Writes)))
-				w.WriteCalls.Add(1)
-			case *firestorepb.BeginTransactionRequest:
-				w.BeginCalls.Add(1)
 			}
 			return invoker(ctx, method, req, reply, cc, opts...)
 		}),
 		grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-			if strings.HasSuffix(method, "/BatchGetDocuments") {
-				w.ReadCalls.Add(1)
-			}
+			w.call(method)
 			s, err := streamer(ctx, desc, cc, method, opts...)
 			if err != nil {
 				return nil, err
 			}
 			return countingStream{ClientStream: s, w: w}, nil
 		}),
-	)
+	}
+	c := FirestoreWith(t, e, append(counting, opts...)...)
 	return c, w
 }
 

@@ -25,7 +25,7 @@ func TestWireCountsByCollection(t *testing.T) {
 	if got := [4]int64{wire.Reads.Load(), wire.ReadsOf(a), wire.ReadsOf(b), wire.Writes.Load()}; got != [4]int64{3, 2, 1, 1} {
 		t.Errorf("reads, of a, of b, writes = %v, want [3 2 1 1]", got)
 	}
-	if got := wire.ReadCalls.Load(); got != 1 {
+	if got := wire.Calls("BatchGetDocuments"); got != 1 {
 		t.Errorf("read calls = %d, want 1", got)
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"cloud.google.com/go/firestore"
-	"cloud.google.com/go/firestore/apiv1/firestorepb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -20,28 +19,11 @@ import (
 	"github.com/startdeliver/segment-destination/shared/emulatortest"
 )
 
+// Methods a holder holds, by their full gRPC names.
 const (
-	getMethod    = "/google.firestore.v1.Firestore/BatchGetDocuments"
 	claimMethod  = "/google.firestore.v1.Firestore/BatchWrite"
 	commitMethod = "/google.firestore.v1.Firestore/Commit"
-	beginMethod  = "/google.firestore.v1.Firestore/BeginTransaction"
 )
-
-// wire counts a client's Firestore calls as they go out on the wire.
-type wire struct {
-	gets    atomic.Int64 // BatchGetDocuments calls
-	docs    atomic.Int64 // documents those calls asked for
-	claims  atomic.Int64 // BatchWrite calls
-	created atomic.Int64 // writes those calls carried
-	commits atomic.Int64 // Commit calls
-	begins  atomic.Int64 // BeginTransaction calls
-	others  atomic.Int64 // any other calls (Rollback, ...)
-}
-
-// writes is the number of calls that wrote, or began a transaction to.
-func (w *wire) writes() int64 {
-	return w.claims.Load() + w.commits.Load() + w.begins.Load() + w.others.Load()
-}
 
 // holder holds, or fails, the calls of one method, for a test to control
 // what is in flight.
@@ -77,57 +59,18 @@ func first(n int64) bool { return n == 1 }
 // all holds every call.
 func all(int64) bool { return true }
 
-// wiredFirestore returns an emulator client whose calls are counted and go
-// through h (which may be nil).
-func wiredFirestore(t *testing.T, env emulatortest.Env, h *holder) (*firestore.Client, *wire) {
+// wiredFirestore returns an emulator client whose calls are counted
+// (emulatortest.Wire) and whose unary calls go through h (which may be
+// nil), after they are counted.
+func wiredFirestore(t *testing.T, env emulatortest.Env, h *holder) (*firestore.Client, *emulatortest.Wire) {
 	t.Helper()
-	w := &wire{}
-	c := emulatortest.FirestoreWith(t, env,
+	return emulatortest.CountingFirestore(t, env,
 		grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-			switch method {
-			case claimMethod:
-				w.claims.Add(1)
-				w.created.Add(int64(len(req.(*firestorepb.BatchWriteRequest).GetWrites())))
-			case commitMethod:
-				w.commits.Add(1)
-			case beginMethod:
-				w.begins.Add(1)
-			default:
-				w.others.Add(1)
-			}
 			if err := h.before(method); err != nil {
 				return err
 			}
 			return invoker(ctx, method, req, reply, cc, opts...)
-		}),
-		grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-			if method == getMethod {
-				w.gets.Add(1)
-			}
-			if err := h.before(method); err != nil {
-				return nil, err
-			}
-			cs, err := streamer(ctx, desc, cc, method, opts...)
-			if err != nil {
-				return nil, err
-			}
-			return docCounter{ClientStream: cs, w: w}, nil
-		}),
-	)
-	return c, w
-}
-
-// docCounter counts the documents a BatchGetDocuments call asks for.
-type docCounter struct {
-	grpc.ClientStream
-	w *wire
-}
-
-func (d docCounter) SendMsg(m any) error {
-	if r, ok := m.(*firestorepb.BatchGetDocumentsRequest); ok {
-		d.w.docs.Add(int64(len(r.GetDocuments())))
-	}
-	return d.ClientStream.SendMsg(m)
+		}))
 }
 
 // noEscape makes queued ops wait for the call in flight however long it
@@ -207,12 +150,13 @@ func TestConcurrentCallsShareRoundTrips(t *testing.T) {
 	}
 	// Records are never batched: each leaves at once in a Commit of its
 	// own, to keep the crash window of a finished event to one write.
-	if c, b := w.commits.Load(), w.begins.Load(); c != n/2 || b != 0 {
+	if c, b := w.Calls("Commit"), w.Calls("BeginTransaction"); c != n/2 || b != 0 {
 		t.Errorf("%d concurrent Complete calls took %d Commit and %d BeginTransaction calls, want %d and 0", n/2, c, b, n/2)
 	}
-	t.Logf("%d concurrent Complete calls: %d Commit and %d BeginTransaction calls", n/2, w.commits.Load(), w.begins.Load())
+	t.Logf("%d concurrent Complete calls: %d Commit and %d BeginTransaction calls", n/2, w.Calls("Commit"), w.Calls("BeginTransaction"))
 
 	reader := New(fs, Options{Collection: col}) // another instance, cold cache
+	writes0 := w.Writes.Load()
 	start = make(chan struct{})
 	answers := make([]answer, n)
 	for i := range n {
@@ -229,16 +173,16 @@ func TestConcurrentCallsShareRoundTrips(t *testing.T) {
 			t.Errorf("Claim(%s): completed = %v, %v; want %v, nil", id(i), a.done, a.err, i%2 == 0)
 		}
 	}
-	if got := w.claims.Load(); got >= n/2 {
+	if got := w.Calls("BatchWrite"); got >= n/2 {
 		t.Errorf("%d concurrent Claim calls took %d BatchWrite calls, want fewer than %d", n, got, n/2)
 	}
-	if got := w.created.Load(); got != n {
+	if got := w.Writes.Load() - writes0; got != n {
 		t.Errorf("creates sent = %d, want %d (one per document)", got, n)
 	}
-	if got := w.docs.Load(); got != n/2 {
+	if got := w.Reads.Load(); got != n/2 {
 		t.Errorf("documents read = %d, want %d (the completed ones, once each)", got, n/2)
 	}
-	t.Logf("%d concurrent Claim calls: %d BatchWrite calls, %d BatchGetDocuments calls", n, w.claims.Load(), w.gets.Load())
+	t.Logf("%d concurrent Claim calls: %d BatchWrite calls, %d BatchGetDocuments calls", n, w.Calls("BatchWrite"), w.Calls("BatchGetDocuments"))
 
 	snap, err := fs.Collection(col).Doc(Key("acct", id(42))).Get(ctx)
 	if err != nil {
@@ -282,7 +226,7 @@ func TestCallsQueuedBehindOneInFlightGoTogether(t *testing.T) {
 				t.Errorf("Claim(m-%d): completed = %v, %v; want %v, nil", i+1, a.done, a.err, want)
 			}
 		}
-		if got := w.claims.Load(); got != 2 {
+		if got := w.Calls("BatchWrite"); got != 2 {
 			t.Errorf("%d Claim calls queued behind one call took %d more BatchWrite calls, want 1", queued, got-1)
 		}
 	})
@@ -303,7 +247,7 @@ func TestCallsQueuedBehindOneInFlightGoTogether(t *testing.T) {
 		if err := <-lead; err != nil {
 			t.Errorf("Complete(m-0) = %v", err)
 		}
-		if c, b := w.commits.Load(), w.begins.Load(); c != 2 || b != 0 {
+		if c, b := w.Calls("Commit"), w.Calls("BeginTransaction"); c != 2 || b != 0 {
 			t.Errorf("2 records took %d Commit and %d BeginTransaction calls, want 2 and 0", c, b)
 		}
 		other := New(fs, Options{Collection: col})
@@ -338,7 +282,7 @@ func TestFailedCallReachesEveryWaiter(t *testing.T) {
 				t.Errorf("Claim(m-%d) = %v, %v; want the call's PermissionDenied, naming m-%d", i, a.done, a.err, i)
 			}
 		}
-		if got := w.claims.Load(); got != 2 {
+		if got := w.Calls("BatchWrite"); got != 2 {
 			t.Errorf("BatchWrite calls = %d, want 2", got)
 		}
 	})
@@ -368,6 +312,7 @@ func TestCancelledWaiterReturnsAtOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	writes0 := w.Writes.Load()
 	s := noEscape(New(fs, Options{Collection: col}))
 	lead := doneAsync(ctx, s, "m-0")
 	<-h.entered // call 1: m-0, held
@@ -406,8 +351,8 @@ func TestCancelledWaiterReturnsAtOnce(t *testing.T) {
 	if a := <-two; a.err != nil || !a.done {
 		t.Errorf("Claim(m-2), in the call of a cancelled caller: completed = %v, %v; want true, nil", a.done, a.err)
 	}
-	if got, want := w.created.Load(), int64(3); got != want || w.claims.Load() != 2 {
-		t.Errorf("creates sent = %d in %d calls, want %d in 2 (m-3 never sent)", got, w.claims.Load(), want)
+	if got, want := w.Writes.Load()-writes0, int64(3); got != want || w.Calls("BatchWrite") != 2 {
+		t.Errorf("creates sent = %d in %d calls, want %d in 2 (m-3 never sent)", got, w.Calls("BatchWrite"), want)
 	}
 }
 
@@ -445,8 +390,8 @@ func TestLoneCallGoesAtOnce(t *testing.T) {
 			t.Fatalf("Complete(%s) = %v", id, err)
 		}
 	}
-	if cl, c := w.claims.Load(), w.commits.Load(); cl != 3 || c != 3 || w.writes() != 6 || w.gets.Load() != 0 {
-		t.Errorf("3 lone Claim and Complete calls took %d BatchWrite, %d Commit, %d BatchGetDocuments calls (%d write calls in all), want 3, 3, 0 and no transaction", cl, c, w.gets.Load(), w.writes())
+	if cl, c := w.Calls("BatchWrite"), w.Calls("Commit"); cl != 3 || c != 3 || w.Calls() != 6 {
+		t.Errorf("3 lone Claim and Complete calls took %d BatchWrite and %d Commit calls (%d calls in all), want 3, 3 and nothing else", cl, c, w.Calls())
 	}
 }
 
@@ -461,7 +406,7 @@ func TestOneDocumentTwiceInABatch(t *testing.T) {
 	<-h.entered
 	a, b := doneAsync(ctx, s, "m-1"), doneAsync(ctx, s, "m-1")
 	waitQueued(t, s.claims, 2)
-	created0 := w.created.Load()
+	writes0 := w.Writes.Load()
 	h.release <- struct{}{}
 	<-lead
 	// One of the two copies holds the claim; the other is told to wait.
@@ -479,7 +424,7 @@ func TestOneDocumentTwiceInABatch(t *testing.T) {
 	if claimed != 1 || held != 1 {
 		t.Errorf("two copies in one batch: %d claimed, %d held; want 1 and 1", claimed, held)
 	}
-	if got := w.created.Load() - created0; got != 1 {
+	if got := w.Writes.Load() - writes0; got != 1 {
 		t.Errorf("creates sent = %d, want 1 (m-1 once)", got)
 	}
 }
