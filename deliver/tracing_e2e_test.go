@@ -156,6 +156,8 @@ func TestOneTracePerEvent(t *testing.T) {
 		}
 	}
 	checks := map[string][2]string{
+		"server status":      {server.attr("http.response.status_code"), "200"},
+		"server route":       {server.attr("http.route"), "/"},
 		"messaging.system":   {publish.attr("messaging.system"), "gcp_pubsub"},
 		"publish message id": {publish.attr("segment.message_id"), "trace-1"},
 		"publish account":    {publish.attr("account.id"), envelope.AccountID(key)},

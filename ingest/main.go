@@ -126,12 +126,25 @@ func newService(ctx context.Context, getenv func(string) string) (_ *service, er
 
 		MaxInflightBytes: int64(cfg.MaxInflightBytes),
 	})
-	s.handler = otelhttp.NewHandler(h, "ingest",
-		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + routeOf(r) }),
-		// Health probes are not events: keep them out of the traces.
-		otelhttp.WithFilter(func(r *http.Request) bool { return r.URL.Path != "/healthz" && r.URL.Path != "/readyz" }))
+	s.handler = instrument(h)
 	return s, nil
 }
+
+// instrument wraps ingest's handler in its server span and metrics. A
+// benchmark build (-tags bench) may replace it to compare with otelhttp's
+// in one run.
+var instrument = func(h http.Handler) http.Handler {
+	return telemetry.Server(h, telemetry.ServerOptions{
+		SpanName: spanName,
+		Skip:     isProbe,
+	})
+}
+
+// spanName names a request's server span: its method and route.
+func spanName(r *http.Request) string { return r.Method + " " + routeOf(r) }
+
+// isProbe reports a health probe: not an event, kept out of the traces.
+func isProbe(r *http.Request) bool { return r.URL.Path == "/healthz" || r.URL.Path == "/readyz" }
 
 // traceURL returns the function that links a trace id to its trace, or nil
 // when there is no template (the console then shows the tracetree command).

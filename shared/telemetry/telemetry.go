@@ -2,7 +2,8 @@
 // Segment event tells its whole story in one trace: [Setup] once at start,
 // and the shutdown function it returns last; [NewLogger] for Cloud Logging
 // lines linked to their trace; [Inject] and [Extract] to carry the trace
-// context inside a Pub/Sub message.
+// context inside a Pub/Sub message; [Server] for an HTTP server's span and
+// request duration.
 //
 // Configuration is OpenTelemetry's own (OTEL_*), read by the SDK and by
 // go.opentelemetry.io/contrib/exporters/autoexport, with the exporter gcp

@@ -14,14 +14,16 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/startdeliver/segment-destination/shared/telemetry"
 )
 
 // deployedHandler is ingest's handler as main builds it, less the network:
 // the OpenTelemetry SDKs recording every span and metric (export off, as in
-// scripts/bench.sh), the server span of otelhttp, API keys sealed, and a
-// publisher that confirms at once. It restores the global providers when
-// the benchmark ends.
-func deployedHandler(b *testing.B) http.Handler {
+// scripts/bench.sh), the server span of telemetry.Server (or, with
+// library, otelhttp's), API keys sealed, and a publisher that confirms at
+// once. It restores the global providers when the benchmark ends.
+func deployedHandler(b *testing.B, library bool) http.Handler {
 	prevT, prevM, prevP := otel.GetTracerProvider(), otel.GetMeterProvider(), otel.GetTextMapPropagator()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
@@ -34,7 +36,10 @@ func deployedHandler(b *testing.B) http.Handler {
 		otel.SetTextMapPropagator(prevP)
 	})
 	h := New(Options{Publisher: noopPublisher{}, Accounts: fakeAccounts{}, Sealer: testSealer, Topic: "segment-events"})
-	return otelhttp.NewHandler(h, "ingest")
+	if library {
+		return otelhttp.NewHandler(h, "ingest")
+	}
+	return telemetry.Server(h, telemetry.ServerOptions{})
 }
 
 // BenchmarkDeployed is ingest's own CPU per event as deployed (see
@@ -71,25 +76,30 @@ func BenchmarkDeployed(b *testing.B) {
 			base = float64(b.Elapsed().Nanoseconds()) / float64(b.N*c.events)
 			b.ReportMetric(base, "ns/event")
 		})
-		b.Run(c.name+"/ingest", func(b *testing.B) {
-			h := deployedHandler(b)
-			b.ReportAllocs()
-			for b.Loop() {
-				r := httptest.NewRequest(http.MethodPost, c.path, strings.NewReader(c.body))
-				r.Header.Set("Content-Type", "application/json")
-				r.Header.Set("Authorization", basic(goodKey))
-				w := httptest.NewRecorder()
-				h.ServeHTTP(w, r)
-				if w.Code != 200 {
-					b.Fatalf("status %d: %s", w.Code, w.Body)
+		for _, v := range []struct {
+			name    string
+			library bool
+		}{{"ingest", false}, {"ingest-otelhttp", true}} {
+			b.Run(c.name+"/"+v.name, func(b *testing.B) {
+				h := deployedHandler(b, v.library)
+				b.ReportAllocs()
+				for b.Loop() {
+					r := httptest.NewRequest(http.MethodPost, c.path, strings.NewReader(c.body))
+					r.Header.Set("Content-Type", "application/json")
+					r.Header.Set("Authorization", basic(goodKey))
+					w := httptest.NewRecorder()
+					h.ServeHTTP(w, r)
+					if w.Code != 200 {
+						b.Fatalf("status %d: %s", w.Code, w.Body)
+					}
 				}
-			}
-			per := float64(b.Elapsed().Nanoseconds()) / float64(b.N*c.events)
-			b.ReportMetric(per, "ns/event")
-			if base > 0 {
-				b.ReportMetric(per/base, "x-baseline")
-			}
-		})
+				per := float64(b.Elapsed().Nanoseconds()) / float64(b.N*c.events)
+				b.ReportMetric(per, "ns/event")
+				if base > 0 {
+					b.ReportMetric(per/base, "x-baseline")
+				}
+			})
+		}
 	}
 }
 
