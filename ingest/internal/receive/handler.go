@@ -126,6 +126,10 @@ type Handler struct {
 	log     *slog.Logger
 	metrics *metrics
 	recent  *recent // publications for "pending" (events.go)
+	// spanName and spanAttrs are the publish span's name and the
+	// attributes every publish span has.
+	spanName  string
+	spanAttrs []attribute.KeyValue
 
 	work     work
 	inflight atomic.Int64 // bytes held by requests in progress
@@ -152,6 +156,13 @@ func New(opts Options) *Handler {
 		log:     opts.Logger,
 		metrics: newMetrics(otel.Meter("github.com/startdeliver/segment-destination/ingest/receive")),
 		recent:  newRecent(opts.Now),
+
+		spanName: "publish " + opts.Topic,
+		spanAttrs: []attribute.KeyValue{
+			attribute.String("messaging.system", "gcp_pubsub"),
+			attribute.String("messaging.operation.type", "send"),
+			attribute.String("messaging.destination.name", opts.Topic),
+		},
 	}
 	h.mux.HandleFunc("POST /{$}", h.destination)
 	h.mux.HandleFunc("POST /v1/batch", h.batch)
@@ -643,16 +654,8 @@ func (p *pending) enqueue(q enqueuer) {
 
 // encode starts the event's publish span and builds its message.
 func (h *Handler) encode(ctx context.Context, req *request, ev *segment.Event) (*pending, *httpError) {
-	ctx, span := h.tracer.Start(ctx, "publish "+h.opts.Topic,
-		trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(
-			attribute.String("messaging.system", "gcp_pubsub"),
-			attribute.String("messaging.operation.type", "send"),
-			attribute.String("messaging.destination.name", h.opts.Topic),
-			attribute.String("segment.message_id", ev.MessageID),
-			attribute.String("segment.type", string(ev.Type)),
-			attribute.String("account.id", req.accountID),
-		))
+	// Its attributes are set when it ends, all in one call (endSpan).
+	ctx, span := h.tracer.Start(ctx, h.spanName, trace.WithSpanKind(trace.SpanKindProducer))
 	m := &envelope.Message{
 		AccountID:  req.accountID,
 		APIKey:     req.key,
@@ -665,7 +668,7 @@ func (h *Handler) encode(ctx context.Context, req *request, ev *segment.Event) (
 	if h.opts.Sealer != nil {
 		if m.SealedKey, err = h.opts.Sealer.Seal(req.key, req.accountID, ev.MessageID); err != nil {
 			span.SetStatus(codes.Error, "seal")
-			span.End()
+			h.endSpan(span, req, ev, "")
 			return nil, (&httpError{status: http.StatusInternalServerError, msg: "could not encode the event", err: err}).about(req.accountID, ev.MessageID)
 		}
 		m.APIKey = ""
@@ -673,16 +676,34 @@ func (h *Handler) encode(ctx context.Context, req *request, ev *segment.Event) (
 	msg, err := envelope.Encode(m)
 	if err != nil {
 		span.SetStatus(codes.Error, "encode")
-		span.End()
+		h.endSpan(span, req, ev, "")
 		return nil, (&httpError{status: http.StatusInternalServerError, msg: "could not encode the event", err: err}).about(req.accountID, ev.MessageID)
 	}
 	return &pending{h: h, ctx: ctx, span: span, req: req, ev: ev, msg: msg}, nil
 }
 
+// endSpan sets a publish span's attributes, all in one call (the SDK grows
+// a span's attribute slice on each), and ends it; id is Pub/Sub's message
+// id, "" when it was not published.
+func (h *Handler) endSpan(span trace.Span, req *request, ev *segment.Event, id string) {
+	if span.IsRecording() {
+		attrs := make([]attribute.KeyValue, 0, 7)
+		attrs = append(attrs, h.spanAttrs...)
+		attrs = append(attrs,
+			attribute.String("segment.message_id", ev.MessageID),
+			attribute.String("segment.type", string(ev.Type)),
+			attribute.String("account.id", req.accountID))
+		if id != "" {
+			attrs = append(attrs, attribute.String("messaging.message.id", id))
+		}
+		span.SetAttributes(attrs...)
+	}
+	span.End()
+}
+
 // send publishes the message, waits for the confirmation and ends the span.
 func (p *pending) send() *httpError {
 	h, ctx, span, ev := p.h, p.ctx, p.span, p.ev
-	defer span.End()
 	start := time.Now()
 	var id string
 	var err error
@@ -694,9 +715,10 @@ func (p *pending) send() *httpError {
 	if err != nil {
 		span.SetStatus(codes.Error, "publish failed")
 		span.RecordError(err)
+		h.endSpan(span, p.req, ev, "")
 		return (&httpError{status: http.StatusServiceUnavailable, msg: "could not publish the event; retry", err: err}).about(p.req.accountID, ev.MessageID)
 	}
-	span.SetAttributes(attribute.String("messaging.message.id", id))
+	h.endSpan(span, p.req, ev, id)
 	h.recent.add(p.req.accountID, ev.MessageID)
 	h.metrics.publish.Record(ctx, time.Since(start).Seconds())
 	h.metrics.publishedEvent(ctx, ev.Type, p.req.accountID)
