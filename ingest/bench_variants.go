@@ -9,6 +9,8 @@
 //   - BENCH_PUBLISHER=client: publish with the client library's
 //     pubsub.Publisher (default settings; ordering keys as PUBSUB_ORDERING
 //     says) instead of ingest/internal/publish.
+//   - BENCH_SERVER_SPAN=otelhttp: wrap the handler in otelhttp.NewHandler
+//     (the same span name and probe filter) instead of telemetry.Server.
 
 package main
 
@@ -22,6 +24,7 @@ import (
 	"os"
 
 	"cloud.google.com/go/pubsub/v2"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 
 	"github.com/startdeliver/segment-destination/ingest/internal/publish"
 
@@ -45,6 +48,13 @@ func init() {
 	newPublisher = func(ps *pubsub.Client, cfg *config) eventPublisher {
 		benchPublisher = def(ps, cfg)
 		return benchPublisher
+	}
+	if os.Getenv("BENCH_SERVER_SPAN") == "otelhttp" {
+		instrument = func(h http.Handler) http.Handler {
+			return otelhttp.NewHandler(h, "ingest",
+				otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return spanName(r) }),
+				otelhttp.WithFilter(func(r *http.Request) bool { return !isProbe(r) }))
+		}
 	}
 	if os.Getenv("BENCH_PUBLISHER") == "client" {
 		newPublisher = func(ps *pubsub.Client, cfg *config) eventPublisher {
