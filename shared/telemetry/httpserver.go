@@ -67,7 +67,8 @@ type server struct {
 	opts     ServerOptions
 	tracer   trace.Tracer
 	duration metric.Float64Histogram
-	// sets holds the metric's attribute sets by metricKey.
+	// sets holds the metric's attribute sets by metricKey, as
+	// []metric.RecordOption.
 	sets sync.Map
 }
 
@@ -91,7 +92,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		name = s.opts.SpanName(r)
 	}
 	method := standardMethod(r.Method)
-	ctx, span := s.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer))
+	ctx, span := s.tracer.Start(ctx, name, serverKind...)
 	defer span.End()
 
 	sw := &statusWriter{ResponseWriter: w}
@@ -114,13 +115,19 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.duration.Record(ctx, time.Since(start).Seconds(),
-		s.attributeSet(metricKey{method: method, route: route, proto: protocolVersion(r.Proto), tls: r.TLS != nil, status: status}))
+		s.attributeSet(metricKey{method: method, route: route, proto: protocolVersion(r.Proto), tls: r.TLS != nil, status: status})...)
 }
 
-// attributeSet returns the duration's attributes for k, built once.
-func (s *server) attributeSet(k metricKey) metric.MeasurementOption {
+// serverKind is the span start option of every server span, built once:
+// options are interfaces, and a variadic slice of them passed to an
+// interface's method is allocated on each call.
+var serverKind = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
+
+// attributeSet returns the duration's attributes for k, built once, as
+// the option slice Record takes.
+func (s *server) attributeSet(k metricKey) []metric.RecordOption {
 	if o, ok := s.sets.Load(k); ok {
-		return o.(metric.MeasurementOption)
+		return o.([]metric.RecordOption)
 	}
 	attrs := []attribute.KeyValue{
 		semconv.HTTPRequestMethodKey.String(k.method),
@@ -133,8 +140,8 @@ func (s *server) attributeSet(k metricKey) metric.MeasurementOption {
 	if k.proto != "" {
 		attrs = append(attrs, semconv.NetworkProtocolVersion(k.proto))
 	}
-	o, _ := s.sets.LoadOrStore(k, metric.WithAttributeSet(attribute.NewSet(attrs...)))
-	return o.(metric.MeasurementOption)
+	o, _ := s.sets.LoadOrStore(k, []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attrs...))})
+	return o.([]metric.RecordOption)
 }
 
 // requestAttributes are a server span's attributes from its request and

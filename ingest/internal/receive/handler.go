@@ -655,7 +655,7 @@ func (p *pending) enqueue(q enqueuer) {
 // encode starts the event's publish span and builds its message.
 func (h *Handler) encode(ctx context.Context, req *request, ev *segment.Event) (*pending, *httpError) {
 	// Its attributes are set when it ends, all in one call (endSpan).
-	ctx, span := h.tracer.Start(ctx, h.spanName, trace.WithSpanKind(trace.SpanKindProducer))
+	ctx, span := h.tracer.Start(ctx, h.spanName, producerKind...)
 	m := &envelope.Message{
 		AccountID:  req.accountID,
 		APIKey:     req.key,
@@ -681,6 +681,10 @@ func (h *Handler) encode(ctx context.Context, req *request, ev *segment.Event) (
 	}
 	return &pending{h: h, ctx: ctx, span: span, req: req, ev: ev, msg: msg}, nil
 }
+
+// producerKind is the publish span's start option, built once (a variadic
+// slice of options passed to an interface's method is allocated per call).
+var producerKind = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindProducer)}
 
 // endSpan sets a publish span's attributes, all in one call (the SDK grows
 // a span's attribute slice on each), and ends it; id is Pub/Sub's message
