@@ -197,15 +197,17 @@ type Enqueued struct {
 	p      *Publisher
 	o      outgoing
 	ticket *batch.Ticket[outgoing]
-	id     string // the event's messageId, for errors
+	id     string    // the event's messageId, for errors
+	at     time.Time // when it was enqueued: the publish timeout counts from here
 }
 
 // Enqueue hands msg to the publisher without waiting: messages of one
 // ordering key are published in the order they were enqueued, so a caller
 // with several events of one person (a /v1/batch) enqueues them in order
-// from one goroutine and then waits for each (Wait), possibly
-// concurrently. Errors are Publish's refusals (ErrStopped, ErrFull, or
-// ctx already ended).
+// from one goroutine and then waits for each (Wait), concurrently or one
+// after the other: the publish timeout counts from Enqueue, so waiting in
+// turn takes no longer than waiting at once. Errors are Publish's refusals
+// (ErrStopped, ErrFull, or ctx already ended).
 func (p *Publisher) Enqueue(ctx context.Context, msg *envelope.Encoded) (*Enqueued, error) {
 	m := &pubsubpb.PubsubMessage{Data: msg.Data, Attributes: msg.Attributes}
 	if !p.opts.DisableOrdering {
@@ -216,6 +218,7 @@ func (p *Publisher) Enqueue(ctx context.Context, msg *envelope.Encoded) (*Enqueu
 		size += len(k) + len(v)
 	}
 	o := outgoing{msg: m, size: size, done: make(chan answer, 1)}
+	at := time.Now()
 	id := msg.Attributes[envelope.AttrMessageID]
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("publish %s: %w (%w)", id, ErrWithdrawn, err)
@@ -231,21 +234,25 @@ func (p *Publisher) Enqueue(ctx context.Context, msg *envelope.Encoded) (*Enqueu
 	case err != nil:
 		return nil, fmt.Errorf("publish %s: %w", id, err)
 	}
-	return &Enqueued{p: p, o: o, ticket: ticket, id: id}, nil
+	return &Enqueued{p: p, o: o, ticket: ticket, id: id, at: at}, nil
 }
 
 // Wait waits for the confirmation of an enqueued message, as Publish does.
 // Call it once.
 func (e *Enqueued) Wait(ctx context.Context) (string, error) {
-	t := time.NewTimer(e.p.opts.Timeout)
+	// An answer already in wins over a deadline already passed (a caller
+	// waiting in turn comes to later messages late).
+	select {
+	case r := <-e.o.done:
+		return e.result(r)
+	default:
+	}
+	t := time.NewTimer(e.p.opts.Timeout - time.Since(e.at))
 	defer t.Stop()
 	var why error
 	select {
 	case r := <-e.o.done:
-		if r.err != nil {
-			return "", fmt.Errorf("publish %s: %w", e.id, r.err)
-		}
-		return r.id, nil
+		return e.result(r)
 	case <-ctx.Done():
 		why = ctx.Err()
 	case <-t.C:
@@ -254,7 +261,20 @@ func (e *Enqueued) Wait(ctx context.Context) (string, error) {
 	if e.p.batcher.Withdraw(e.ticket) {
 		return "", fmt.Errorf("publish %s: %w (%w)", e.id, ErrWithdrawn, why)
 	}
+	// In a Publish call: its answer may have come meanwhile.
+	select {
+	case r := <-e.o.done:
+		return e.result(r)
+	default:
+	}
 	return "", fmt.Errorf("publish %s: in a Publish call, unconfirmed: %w", e.id, why)
+}
+
+func (e *Enqueued) result(r answer) (string, error) {
+	if r.err != nil {
+		return "", fmt.Errorf("publish %s: %w", e.id, r.err)
+	}
+	return r.id, nil
 }
 
 // send publishes one batch and tells each of its messages the result. ctx

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"cloud.google.com/go/pubsub/v2"
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
@@ -214,4 +215,53 @@ func msgSize(t *testing.T) []byte {
 		size += len(k) + len(v)
 	}
 	return make([]byte, size)
+}
+
+// TestWaitingInTurnTimesOutTogether: the publish timeout counts from
+// Enqueue, so a caller that hands over many messages and then waits for
+// each in turn (a /v1/batch) gives up on all of them about one timeout
+// after the handover, not one timeout per message: with Pub/Sub not
+// answering, ten messages waited for one after the other with a 1 s
+// timeout all fail within 5 s (10 s or more if each wait had its own
+// timeout), and none of those still queued is published later.
+func TestWaitingInTurnTimesOutTogether(t *testing.T) {
+	const n = 10
+	p, st, srv := stalledPubSub(t, Options{MaxInFlight: 1, CountThreshold: 2, Timeout: time.Second})
+	ctx := context.Background()
+	start := time.Now()
+	var waits []*Enqueued
+	for i := range n {
+		e, err := p.Enqueue(ctx, msg("k", fmt.Sprint("m-", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		waits = append(waits, e)
+	}
+	errs := make([]error, n)
+	for i, e := range waits {
+		if _, errs[i] = e.Wait(ctx); errs[i] == nil {
+			t.Errorf("message %d confirmed while Pub/Sub did not answer", i)
+		}
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("waiting in turn for %d messages took %v, want about one timeout (1s)", n, d)
+	}
+	close(st.release)
+	p.Stop()
+	got := published(srv)
+	withdrawn := 0
+	for i, err := range errs {
+		if errors.Is(err, ErrWithdrawn) {
+			withdrawn++
+			if data := fmt.Sprint("m-", i); got[data] {
+				t.Errorf("%s was withdrawn (%v) but is published", data, err)
+			}
+		}
+	}
+	// The first call (2 messages) is stuck; when it times out the
+	// publisher may start one more before the waits withdraw its
+	// messages. The rest must have been withdrawn, not sent later.
+	if withdrawn < n-4 {
+		t.Errorf("%d of %d messages withdrawn, want all but those of at most two calls (published: %d)", withdrawn, n, len(got))
+	}
 }

@@ -588,24 +588,41 @@ func (h *Handler) batch(w http.ResponseWriter, r *http.Request) {
 	}
 	req.body = nil
 	// Each event is encoded and handed to the publisher here, one after
-	// the other in the batch's order, and only the wait for its
-	// confirmation runs in a goroutine of its own: encoding in short-lived
-	// goroutines would grow a fresh stack for each event.
+	// the other in the batch's order. With a publisher that takes a
+	// message without waiting (ingest's), every event is handed over
+	// first and their confirmations are then waited for in turn, in this
+	// goroutine: the publish timeout counts from the handover, so that
+	// takes as long as the slowest, without a goroutine per event.
+	// Otherwise each event's Publish runs in a goroutine of its own.
 	errs := make([]*httpError, len(valid))
-	q, ordered := h.opts.Publisher.(enqueuer)
-	var wg sync.WaitGroup
-	for i, ev := range valid {
-		pub, herr := h.encode(ctx, req, ev)
-		if herr != nil {
-			errs[i] = herr
-			continue
-		}
-		if ordered {
+	if q, ok := h.opts.Publisher.(enqueuer); ok {
+		pubs := make([]*pending, len(valid))
+		for i, ev := range valid {
+			pub, herr := h.encode(ctx, req, ev)
+			if herr != nil {
+				errs[i] = herr
+				continue
+			}
 			pub.enqueue(q)
+			pubs[i] = pub
 		}
-		wg.Go(func() { errs[i] = pub.send() })
+		for i, pub := range pubs {
+			if pub != nil {
+				errs[i] = pub.send()
+			}
+		}
+	} else {
+		var wg sync.WaitGroup
+		for i, ev := range valid {
+			pub, herr := h.encode(ctx, req, ev)
+			if herr != nil {
+				errs[i] = herr
+				continue
+			}
+			wg.Go(func() { errs[i] = pub.send() })
+		}
+		wg.Wait()
 	}
-	wg.Wait()
 	for i, herr := range errs {
 		if herr != nil {
 			h.answer(ctx, w, herr)
@@ -637,13 +654,15 @@ type pending struct {
 	req  *request
 	ev   *segment.Event
 	msg  *envelope.Encoded
-	// wait, when set, waits for the message enqueue handed over; else
-	// send publishes it.
-	wait func() (string, error)
+	// wait, when set, waits for the message enqueue handed over at
+	// start; else send publishes it.
+	wait  func() (string, error)
+	start time.Time
 }
 
 // enqueue hands the message to q now; send then waits for it.
 func (p *pending) enqueue(q enqueuer) {
+	p.start = time.Now()
 	e, err := q.Enqueue(p.ctx, p.msg)
 	if err != nil {
 		p.wait = func() (string, error) { return "", err }
@@ -708,12 +727,13 @@ func (h *Handler) endSpan(span trace.Span, req *request, ev *segment.Event, id s
 // send publishes the message, waits for the confirmation and ends the span.
 func (p *pending) send() *httpError {
 	h, ctx, span, ev := p.h, p.ctx, p.span, p.ev
-	start := time.Now()
+	start := p.start
 	var id string
 	var err error
 	if p.wait != nil {
 		id, err = p.wait()
 	} else {
+		start = time.Now()
 		id, err = h.opts.Publisher.Publish(ctx, p.msg)
 	}
 	if err != nil {
