@@ -81,6 +81,13 @@ func TestPayloadKeptWhenTurnedOn(t *testing.T) {
 	if r := f.done.record("pl"); r == nil || r.Payload != `{"properties":{"plan":"pro"}}` {
 		t.Errorf("record = %+v, want the properties kept", r)
 	}
+	// The claim written before the event ran does not carry them too.
+	f.done.mu.Lock()
+	claim := f.done.claimed["pl"]
+	f.done.mu.Unlock()
+	if claim == nil || claim.Status != journey.StatusPending || claim.Payload != "" {
+		t.Errorf("claim record = %+v, want pending without a payload", claim)
+	}
 }
 
 func TestStartdeliverFailureRecordedAsRetrying(t *testing.T) {

@@ -111,7 +111,10 @@ func (o *outcome) record(ctx context.Context, j *trip, status, class, reason str
 	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
 		r.TraceID = sc.TraceID().String()
 	}
-	if o.payloads {
+	// A pending record is the claim (Processor.claim), replaced by the
+	// outcome's record: the payload, when kept, comes with that one only,
+	// so it is not encoded and written twice.
+	if o.payloads && status != journey.StatusPending {
 		r.Payload = payload(ev)
 	}
 	return r

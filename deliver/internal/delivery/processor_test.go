@@ -60,12 +60,18 @@ type fakeCompletions struct {
 	// messageId; duplicates counts Duplicate calls.
 	records    map[string]*dedupe.Record
 	duplicates int
+	// claimed holds the record of each Claim call, by messageId.
+	claimed map[string]*dedupe.Record
 }
 
 func (f *fakeCompletions) Claim(_ context.Context, r *dedupe.Record) (*dedupe.Claim, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.reads++
+	if f.claimed == nil {
+		f.claimed = map[string]*dedupe.Record{}
+	}
+	f.claimed[r.MessageID] = r
 	if f.doneErr != nil {
 		return nil, f.doneErr
 	}
