@@ -40,6 +40,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -390,14 +392,7 @@ func (s *Store) settle(ctx context.Context, snap *firestore.DocumentSnapshot, re
 		return result{err: ErrHeld}
 	}
 	// Free to take, only if nobody changed it since it was read.
-	wr, err := snap.Ref.Update(ctx, []firestore.Update{
-		{Path: "status", Value: journey.StatusPending},
-		{Path: "owner", Value: s.owner},
-		{Path: "attempts", Value: rec.Attempts},
-		{Path: "traceId", Value: rec.TraceID},
-		{Path: "completedAt", Value: rec.CompletedAt},
-		{Path: "expireAt", Value: rec.ExpireAt},
-	}, firestore.LastUpdateTime(snap.UpdateTime))
+	wr, err := snap.Ref.Update(ctx, replacement(rec), firestore.LastUpdateTime(snap.UpdateTime))
 	switch status.Code(err) {
 	case codes.OK:
 		return result{claim: &Claim{key: snap.Ref.ID, written: wr.UpdateTime}}
@@ -405,6 +400,29 @@ func (s *Store) settle(ctx context.Context, snap *firestore.DocumentSnapshot, re
 		return result{err: ErrHeld} // changed (or released) since it was read: look again
 	}
 	return result{err: fmt.Errorf("take over record: %w", err)}
+}
+
+// replacement is every field of rec as an update, so that a takeover leaves
+// the document as Create would have written rec, with nothing of the record
+// it took (a dead letter's reason and calls are not this attempt's): an
+// empty omitempty field is deleted. Update, unlike Set, takes the
+// precondition a takeover needs.
+func replacement(rec *Record) []firestore.Update {
+	v := reflect.ValueOf(rec).Elem()
+	t := v.Type()
+	ups := make([]firestore.Update, 0, t.NumField())
+	for i := range t.NumField() {
+		name, opts, _ := strings.Cut(t.Field(i).Tag.Get("firestore"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		var val any = v.Field(i).Interface()
+		if opts == "omitempty" && v.Field(i).IsZero() {
+			val = firestore.Delete
+		}
+		ups = append(ups, firestore.Update{Path: name, Value: val})
+	}
+	return ups
 }
 
 // live reports whether snap records a completion that has not expired.

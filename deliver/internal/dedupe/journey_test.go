@@ -28,14 +28,32 @@ func TestFailedRecordsDoNotCount(t *testing.T) {
 		return r.Status
 	}
 
-	if err := s.Failed(ctx, &Record{AccountID: "acct", MessageID: "dl", Status: journey.StatusDeadLettered, ErrorClass: "no-match-value"}); err != nil {
+	dead := &Record{AccountID: "acct", MessageID: "dl", Status: journey.StatusDeadLettered, ErrorClass: "no-match-value",
+		Reason: "no user matched", Calls: []journey.Call{{Method: "GET", Route: "/user", Status: 200}}, Payload: "{}"}
+	if err := s.Failed(ctx, dead); err != nil {
 		t.Fatal(err)
 	}
-	// Its replay takes it over, on another instance or this one.
+	// Its replay takes it over, on another instance or this one, and the
+	// record is then the replay's claim, with nothing of the dead letter's
+	// journey (its reason and calls are not the replay's).
 	other := New(fs, Options{Collection: col})
-	c, err := other.Claim(ctx, &Record{AccountID: "acct", MessageID: "dl"})
+	c, err := other.Claim(ctx, &Record{AccountID: "acct", MessageID: "dl", Type: "track"})
 	if err != nil || c.Completed {
 		t.Fatalf("Claim of a dead-lettered event = %+v, %v; want a claim, so that its replay takes effect", c, err)
+	}
+	snap, err := fs.Collection(col).Doc(Key("acct", "dl")).Get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var took Record
+	if err := snap.DataTo(&took); err != nil {
+		t.Fatal(err)
+	}
+	if took.Status != journey.StatusPending || took.Type != "track" || took.Reason != "" || took.ErrorClass != "" || len(took.Calls) != 0 || took.Owner == "" {
+		t.Errorf("the taken-over record = %+v; want the replay's claim (pending, its type and owner) with no reason, class or calls of the dead letter", took)
+	}
+	if _, ok := snap.Data()["payload"]; ok {
+		t.Error("the taken-over record kept the dead letter's payload; a claim carries none")
 	}
 	if err := other.Release(ctx, c); err != nil {
 		t.Fatal(err)
