@@ -12,9 +12,12 @@
 #           only after every PublishResult.Get);
 #        A  the ceiling: read and decode only;
 #      and ingest variants for comparison (other publishers, ordering on).
-#      Each row is BENCH_DURATION (15s) after a BENCH_WARMUP (3s) warm-up of
-#      the same server and workload, and round 1 follows one warm-up of
-#      every server and workload; BENCH_ROUNDS (2) rounds, all shown.
+#      Each row is BENCH_DURATION (15s) in BENCH_SLICES (3) stretches, the
+#      servers of a workload taking turns stretch by stretch, each stretch
+#      after a warm-up of the same server and workload (BENCH_WARMUP, 3s,
+#      before the first; BENCH_SLICE_WARMUP, 1s, before the others); round
+#      1 follows one warm-up of every server and workload; BENCH_ROUNDS (2)
+#      rounds, all shown.
 #      Besides events/s, p50 and p99, each row gives the CPU the server and
 #      the emulator spent per event, and ingest's ratios to B.
 #   2. Go benchmarks with their in-run baselines (-bench, allocations).
@@ -40,6 +43,10 @@ export GOOGLE_CLOUD_PROJECT="${GOOGLE_CLOUD_PROJECT:-local-project}"
 duration="${BENCH_DURATION:-15s}"
 warmup="${BENCH_WARMUP:-3s}"
 rounds="${BENCH_ROUNDS:-2}"
+slices="${BENCH_SLICES:-3}"
+slice_warmup="${BENCH_SLICE_WARMUP:-1s}"
+slice_secs=$((${duration%s} / slices))
+((slice_secs >= 1)) || { echo "bench: BENCH_DURATION ($duration) is shorter than BENCH_SLICES ($slices) seconds" >&2; exit 1; }
 out=docs/benchmarks.md
 state=.run/bench
 mkdir -p "$state" docs
@@ -156,51 +163,72 @@ ingest_load() {
     BENCH_BODY=scripts/bench/track.json BENCH_BATCH=$3 BENCH_AUTH=$auth \
       wrk -t2 -c"$4" -d"$5" --timeout 10s -s scripts/bench/post.lua "http://127.0.0.1:${port[$1]}$2" | grep '^BENCH' || true
   }
-  # measure NAME WORKLOAD PATH BATCH CONNS ROUND
-  measure() {
-    local name=$1 wl=$2 path=$3 batch=$4 conns=$5 id="$1.$2.$6" line s0 e0 s1 e1 t0 t1 prof=
-    load "$name" "$path" "$batch" "$conns" "$warmup" >/dev/null
+  # A row is BENCH_SLICES (3) stretches of duration ÷ slices, and the
+  # servers of a workload take turns stretch by stretch: ingest, B, A, ...,
+  # then B, A, ..., ingest, and so on (each stretch starts one server
+  # later). This machine's speed drifts by ±20% from one row to the next
+  # (B's own CPU per event ranged 126–170 µs between full runs, with nothing
+  # else running); one 15 s stretch per server put that drift between
+  # ingest's row and B's, taking turns spreads it over both. Each stretch follows a warm-up of the same server and workload
+  # ($warmup before the first, BENCH_SLICE_WARMUP (1s) before the others:
+  # wrk's connections are new each time). BENCH_SLICES=1 is one stretch per
+  # row, as before 2026-12-01 18:00.
+  # pubstats NAME: "calls messages" of ingest's publisher so far (none for others).
+  pubstats() { [[ $1 == ingest* ]] && curl -s "http://${pprof[$1]}/debug/publish" 2>/dev/null | sed -nE 's/calls=([0-9]+) messages=([0-9]+)/\1 \2/p' || true; }
+  declare -A acc
+  # stretch NAME WORKLOAD PATH BATCH CONNS ROUND SLICE: one stretch of a
+  # row, added to the row's sums in acc.
+  stretch() {
+    local name=$1 wl=$2 path=$3 batch=$4 conns=$5 id="$1.$2.$6" s=$7 line s0 e0 s1 e1 prof= ps0 ps1=
+    local warm=$slice_warmup
+    ((s == 1)) && warm=$warmup
+    load "$name" "$path" "$batch" "$conns" "$warm" >/dev/null
     if [[ ${BENCH_PROFILE:-} == 1 && $name == ingest && $6 == 1 ]]; then
-      curl -s -o "$state/ingest-$wl.pprof" "http://${pprof[$name]}/debug/pprof/profile?seconds=$((${duration%s} - 2))" &
+      curl -s -o "$state/ingest-$wl.$s.pprof" "http://${pprof[$name]}/debug/pprof/profile?seconds=$((slice_secs > 2 ? slice_secs - 1 : 1))" &
       prof=$!
     fi
-    # pubstats: "calls messages" of ingest's publisher so far (none for others).
-    pubstats() { curl -s "http://${pprof[$name]}/debug/publish" 2>/dev/null | sed -nE 's/calls=([0-9]+) messages=([0-9]+)/\1 \2/p'; }
-    local ps0 ps1=
-    ps0=$([[ $name == ingest* ]] && pubstats || true)
+    ps0=$(pubstats "$name")
     s0=$(cpu_ticks "${pid[$name]}")
     e0=$(cpu_ticks "$emu")
-    t0=$(date +%s.%N)
-    line=$(load "$name" "$path" "$batch" "$conns" "$duration")
-    t1=$(date +%s.%N)
+    line=$(BENCH_HIST="$state/hist.$id" load "$name" "$path" "$batch" "$conns" "${slice_secs}s")
+    [[ -n $line ]] || line="BENCH requests=0 duration_us=0 errors=1 non2xx=0" # wrk failed
     s1=$(cpu_ticks "${pid[$name]}")
     e1=$(cpu_ticks "$emu")
-    [[ -n $ps0 ]] && ps1=$(pubstats)
-    result[$id.mpc]=n/a
+    [[ -n $ps0 ]] && ps1=$(pubstats "$name")
+    [[ -n $prof ]] && { wait "$prof" || true; }
+    acc[$id.req]=$((${acc[$id.req]:-0} + $(field requests "$line")))
+    acc[$id.us]=$((${acc[$id.us]:-0} + $(field duration_us "$line")))
+    acc[$id.err]=$((${acc[$id.err]:-0} + $(field errors "$line") + $(field non2xx "$line")))
+    acc[$id.ticks]=$((${acc[$id.ticks]:-0} + s1 - s0))
+    acc[$id.emu]=$((${acc[$id.emu]:-0} + e1 - e0))
     if [[ -n $ps0 && -n $ps1 ]]; then
-      result[$id.mpc]=$(awk -v a="$ps0" -v b="$ps1" 'BEGIN{ split(a, x, " "); split(b, y, " "); if (y[1] > x[1]) printf "%.1f", (y[2]-x[2])/(y[1]-x[1]); else print "n/a" }')
+      acc[$id.calls]=$((${acc[$id.calls]:-0} + ${ps1% *} - ${ps0% *}))
+      acc[$id.msgs]=$((${acc[$id.msgs]:-0} + ${ps1#* } - ${ps0#* }))
     fi
-    if [[ -n $prof ]]; then
-      wait "$prof" || true
-      go tool pprof -top -nodecount=40 "$state/ingest" "$state/ingest-$wl.pprof" >"$state/ingest-$wl.top" 2>/dev/null || true
-    fi
-    local per=$((batch > 0 ? batch : 1)) rps errors non2xx
-    rps=$(field rps "$line")
-    errors=$(field errors "$line")
-    non2xx=$(field non2xx "$line")
-    result[$id]=$(awk -v r="$rps" -v p="$per" 'BEGIN{printf "%.0f", r*p}')
-    result[$id.p50]=$(awk -v v="$(field p50_us "$line")" 'BEGIN{printf "%.1f", v/1000}')
-    result[$id.p99]=$(awk -v v="$(field p99_us "$line")" 'BEGIN{printf "%.1f", v/1000}')
-    result[$id.err]=$((errors + non2xx))
-    # CPU per event in µs: ticks × 1e6/hz ÷ (events/s × wall seconds).
-    local secs
-    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')
-    result[$id.cpu]=$(awk -v t=$((s1 - s0)) -v hz="$hz" -v e="${result[$id]}" -v d="$secs" 'BEGIN{ if (e>0) printf "%.0f", t*1e6/hz/(e*d); else print "n/a" }')
-    result[$id.emu]=$(awk -v t=$((e1 - e0)) -v hz="$hz" -v e="${result[$id]}" -v d="$secs" -v known="$emu" 'BEGIN{ if (e>0 && known!="") printf "%.0f", t*1e6/hz/(e*d); else print "n/a" }')
-    echo "bench: round $6 $name $wl: ${result[$id]} events/s, p50 ${result[$id.p50]} ms, p99 ${result[$id.p99]} ms, CPU/event server ${result[$id.cpu]} µs emulator ${result[$id.emu]} µs, messages/call ${result[$id.mpc]}, errors ${result[$id.err]}" >&2
+    local per=$((batch > 0 ? batch : 1))
+    echo "bench:   stretch $s of round $6, $name $wl: $(awk -v n="$(field requests "$line")" -v p="$per" -v us="$(field duration_us "$line")" 'BEGIN{ if (us > 0) printf "%.0f", n*p*1e6/us; else print 0 }') events/s, server CPU/event $(awk -v t=$((s1 - s0)) -v hz="$hz" -v n="$(field requests "$line")" -v p="$per" 'BEGIN{ if (n > 0) printf "%.0f", t*1e6/hz/(n*p); else print "n/a" }') µs" >&2
+  }
+  # percentile FILE P: the P-th percentile, in ms, of a merged histogram.
+  percentile() {
+    sort -n -k1,1 "$1" | awk -v p="$2" '{ v[NR] = $1; c[NR] = $2; n += $2 }
+      END { t = n * p / 100; s = 0; for (i = 1; i <= NR; i++) { s += c[i]; if (s >= t) { printf "%.1f", v[i] / 1000; exit } } print "n/a" }'
+  }
+  # row NAME WORKLOAD BATCH ROUND: a row's figures from its stretches' sums.
+  row() {
+    local name=$1 wl=$2 id="$1.$2.$4" per=$(($3 > 0 ? $3 : 1)) events
+    events=$((${acc[$id.req]:-0} * per))
+    result[$id]=$(awk -v e="$events" -v us="${acc[$id.us]:-0}" 'BEGIN{ if (us > 0) printf "%.0f", e * 1e6 / us; else print 0 }')
+    result[$id.p50]=$(percentile "$state/hist.$id" 50)
+    result[$id.p99]=$(percentile "$state/hist.$id" 99)
+    result[$id.err]=${acc[$id.err]:-0}
+    # CPU per event in µs: ticks × 1e6/hz ÷ events.
+    result[$id.cpu]=$(awk -v t="${acc[$id.ticks]:-0}" -v hz="$hz" -v e="$events" 'BEGIN{ if (e>0) printf "%.0f", t*1e6/hz/e; else print "n/a" }')
+    result[$id.emu]=$(awk -v t="${acc[$id.emu]:-0}" -v hz="$hz" -v e="$events" -v known="$emu" 'BEGIN{ if (e>0 && known!="") printf "%.0f", t*1e6/hz/e; else print "n/a" }')
+    result[$id.mpc]=$(awk -v c="${acc[$id.calls]:-0}" -v m="${acc[$id.msgs]:-0}" 'BEGIN{ if (c > 0) printf "%.1f", m/c; else print "n/a" }')
+    echo "bench: round $4 $name $wl: ${result[$id]} events/s, p50 ${result[$id.p50]} ms, p99 ${result[$id.p99]} ms, CPU/event server ${result[$id.cpu]} µs emulator ${result[$id.emu]} µs, messages/call ${result[$id.mpc]}, errors ${result[$id.err]}" >&2
   }
 
-  local uptime_before uptime_after r w wname wpath wbatch wconns
+  local uptime_before uptime_after r w wname wpath wbatch wconns s
   # A fresh emulator's JVM is slow until it has compiled its hot code: the
   # first rows measured on it paid for that (in a run of 2026-12-01 the
   # first server of round 1 cost the emulator 5.5x the CPU per event it did
@@ -220,14 +248,27 @@ ingest_load() {
     done
     ((SECONDS < warm_until)) || break
   done
+  rm -f "$state"/hist.* "$state"/ingest-*.pprof
   uptime_before=$(uptime)
   echo "bench: $uptime_before" >&2
   for r in $(seq "$rounds"); do
     for w in "${workloads[@]}"; do
       IFS=: read -r wname wpath wbatch wconns <<<"$w"
-      for name in "${servers[@]}"; do
-        measure "$name" "$wname" "$wpath" "$wbatch" "$wconns" "$r"
+      # Stretch s starts at the s-th server, so that no server always
+      # follows the same one.
+      local nsrv=${#servers[@]} k
+      for s in $(seq "$slices"); do
+        for k in $(seq 0 $((nsrv - 1))); do
+          stretch "${servers[$(((s - 1 + k) % nsrv))]}" "$wname" "$wpath" "$wbatch" "$wconns" "$r" "$s"
+        done
       done
+      for name in "${servers[@]}"; do
+        row "$name" "$wname" "$wbatch" "$r"
+      done
+      if [[ ${BENCH_PROFILE:-} == 1 && $r == 1 ]] && compgen -G "$state/ingest-$wname.*.pprof" >/dev/null; then
+        go tool pprof -proto "$state/ingest" "$state/ingest-$wname".*.pprof >"$state/ingest-$wname.pprof" 2>/dev/null || true
+        go tool pprof -top -nodecount=40 "$state/ingest" "$state/ingest-$wname.pprof" >"$state/ingest-$wname.top" 2>/dev/null || true
+      fi
     done
   done
   uptime_after=$(uptime)
@@ -274,7 +315,7 @@ ingest_load() {
     echo "    $uptime_before"
     echo "    $uptime_after"
     echo
-    echo "~1 KB track events (\`scripts/bench/track.json\`), userId varied per event (5,000 people per wrk thread); wrk -t2, $duration per row after a $warmup warm-up of the same server and workload, $rounds rounds (values \"round 1 / round 2\"). Every server publishes to its own topic on the same fresh emulator."
+    echo "~1 KB track events (\`scripts/bench/track.json\`), userId varied per event (5,000 people per wrk thread); wrk -t2, $duration per row in $slices stretches of ${slice_secs}s, the servers of a workload taking turns stretch by stretch (each stretch starting one server later: ingest, B, A, …, then B, A, …, ingest), each stretch after a warm-up of the same server and workload ($warmup before the first, $slice_warmup before the others); $rounds rounds (values \"round 1 / round 2\"); p50 and p99 are of a row's stretches' latencies together. Every server publishes to its own topic on the same fresh emulator."
     echo "ingest does its real work: Basic auth (cached account), decoding, validation, envelope, spans and metrics (SDKs on, export off), publish and wait for the confirmation."
     echo "CPU/event: CPU time the server process, and the emulator, spent per event during the row. Messages/Publish call: ingest's own publisher's count (B's library publisher bundles for 10 ms, up to 100 messages)."
     echo

@@ -38,8 +38,20 @@ function request()
 end
 
 function done(summary, latency, requests)
-  io.write(string.format("BENCH rps=%.1f p50_us=%d p99_us=%d errors=%d non2xx=%d requests=%d\n",
+  io.write(string.format("BENCH rps=%.1f p50_us=%d p99_us=%d errors=%d non2xx=%d requests=%d duration_us=%d\n",
     summary.requests / (summary.duration / 1e6), latency:percentile(50), latency:percentile(99),
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    summary.errors.status, summary.requests))
+    summary.errors.status, summary.requests, summary.duration))
+  -- BENCH_HIST: append the latency histogram ("µs count" per distinct
+  -- value) to that file, so that the stretches of one row can be merged
+  -- into exact percentiles.
+  local hist = os.getenv("BENCH_HIST")
+  if hist and hist ~= "" then
+    local out = assert(io.open(hist, "a"))
+    for i = 1, #latency do
+      local v, c = latency(i)
+      out:write(v, " ", c, "\n")
+    end
+    out:close()
+  end
 end
