@@ -141,6 +141,9 @@ ingest_load() {
       kill -0 "${pid[$name]}" 2>/dev/null || break
       sleep 0.1
     done
+    # The port may answer for another process (a run still under way):
+    # the server must be ours and alive.
+    kill -0 "${pid[$name]}" 2>/dev/null || ok=
     if [[ -z $ok ]]; then
       echo "bench: $name did not start; its log:" >&2
       tail -n 20 "$state/$name.log" >&2
@@ -191,7 +194,11 @@ ingest_load() {
     s0=$(cpu_ticks "${pid[$name]}")
     e0=$(cpu_ticks "$emu")
     line=$(BENCH_HIST="$state/hist.$id" load "$name" "$path" "$batch" "$conns" "${slice_secs}s")
-    [[ -n $line ]] || line="BENCH requests=0 duration_us=0 errors=1 non2xx=0" # wrk failed
+    if [[ -z $line || $(field requests "$line") == 0 ]]; then
+      echo "bench: $name answered nothing in stretch $s of round $6 ($wl); its log:" >&2
+      tail -n 20 "$state/$name.log" >&2
+      return 1
+    fi
     s1=$(cpu_ticks "${pid[$name]}")
     e1=$(cpu_ticks "$emu")
     [[ -n $ps0 ]] && ps1=$(pubstats "$name")
@@ -365,6 +372,12 @@ ingest_part() {
         scripts/emulators.sh run "$0" --ingest)
   fi
 }
+
+# One run at a time: two would share the cores and every figure with them.
+if [[ ${1:-} != --ingest ]]; then
+  exec 9>"$state/lock"
+  flock -n 9 || { echo "bench: another run is under way ($state/lock)" >&2; exit 1; }
+fi
 
 case "${1:-}" in
 --ingest)
