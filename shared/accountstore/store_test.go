@@ -13,6 +13,7 @@ import (
 	"github.com/startdeliver/segment-destination/shared/emulatortest"
 	"github.com/startdeliver/segment-destination/shared/envelope"
 	"github.com/startdeliver/segment-destination/shared/gcpclient"
+	"github.com/startdeliver/segment-destination/shared/waitfor"
 )
 
 type clock struct {
@@ -274,6 +275,33 @@ func TestListenerSeesChangesBeforeTTL(t *testing.T) {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.Listen(ctx) }()
+	// First wait until the listener is live: a marker document, rewritten
+	// until the store sees it change (a write made while the listen is
+	// still being set up may reach only its first snapshot, which can
+	// predate it; on a loaded machine that took the emulator over 20 s).
+	if err := s.Put(ctx, "marker", mustParse(t, acme)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, "marker"); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	waitfor.Within(t, 60*time.Second, "the listener is live", func() bool {
+		select {
+		case err := <-errc:
+			t.Fatalf("Listen ended: %v", err)
+		default:
+		}
+		if e, err := s.Get(ctx, "marker"); err == nil && strings.HasPrefix(e.Account.Name, "Marked") {
+			return true
+		}
+		n++
+		marked := mustParse(t, strings.Replace(acme, "Acme", fmt.Sprint("Marked ", n), 1))
+		if _, err := other.Collection(col).Doc("marker").Set(ctx, marked.Map()); err != nil {
+			t.Fatal(err)
+		}
+		return false
+	})
 	deadline := time.Now().Add(20 * time.Second)
 	// Another writer changes the document: only the listener can tell the
 	// store, the TTL (a minute on a clock that does not move) will not.
@@ -289,7 +317,11 @@ func TestListenerSeesChangesBeforeTTL(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("change not seen within 20s: %v %v", e, err)
 		}
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case err := <-errc:
+			t.Fatalf("Listen ended before the change was seen: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
