@@ -595,17 +595,20 @@ func (h *Handler) batch(w http.ResponseWriter, r *http.Request) {
 	// takes as long as the slowest, without a goroutine per event.
 	// Otherwise each event's Publish runs in a goroutine of its own.
 	errs := make([]*httpError, len(valid))
-	if q, ok := h.opts.Publisher.(enqueuer); ok {
-		pubs := make([]*pending, len(valid))
-		for i, ev := range valid {
-			pub, herr := h.encode(ctx, req, ev)
-			if herr != nil {
-				errs[i] = herr
-				continue
-			}
-			pub.enqueue(q)
-			pubs[i] = pub
+	pubs := make([]*pending, len(valid))
+	q, handOver := h.opts.Publisher.(enqueuer)
+	for i, ev := range valid {
+		pub, herr := h.encode(ctx, req, ev)
+		if herr != nil {
+			errs[i] = herr
+			continue
 		}
+		if handOver {
+			pub.enqueue(q)
+		}
+		pubs[i] = pub
+	}
+	if handOver {
 		for i, pub := range pubs {
 			if pub != nil {
 				errs[i] = pub.send()
@@ -613,13 +616,10 @@ func (h *Handler) batch(w http.ResponseWriter, r *http.Request) {
 		}
 	} else {
 		var wg sync.WaitGroup
-		for i, ev := range valid {
-			pub, herr := h.encode(ctx, req, ev)
-			if herr != nil {
-				errs[i] = herr
-				continue
+		for i, pub := range pubs {
+			if pub != nil {
+				wg.Go(func() { errs[i] = pub.send() })
 			}
-			wg.Go(func() { errs[i] = pub.send() })
 		}
 		wg.Wait()
 	}
