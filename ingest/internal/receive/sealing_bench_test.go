@@ -1,9 +1,6 @@
 package receive
 
 import (
-	"net/http"
-	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
@@ -20,16 +17,7 @@ func BenchmarkSealing(b *testing.B) {
 	body := benchBody(b)
 	plain := New(Options{Publisher: noopPublisher{}, Accounts: fakeAccounts{}, Topic: "t"})
 	sealed := New(Options{Publisher: noopPublisher{}, Accounts: fakeAccounts{}, Topic: "t", Sealer: testSealer})
-	serve := func(h *Handler) {
-		r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(body))
-		r.Header.Set("Content-Type", "application/json")
-		r.Header.Set("Authorization", basic(goodKey))
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
-		if w.Code != 200 {
-			b.Fatalf("status %d", w.Code)
-		}
-	}
+	serve := func(h *Handler) { postOK(b, h, "/", body) }
 	const block = 200
 	cputime.Alternate(b, block, [2]string{"plain", "sealed"}, func(i int) time.Duration {
 		h := [2]*Handler{plain, sealed}[i]
