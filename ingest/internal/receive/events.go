@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"hash/maphash"
 	"net/http"
 	"strconv"
 	"sync"
@@ -246,53 +247,83 @@ const recentTTL = time.Hour
 // recorded yet without a write per event. It knows only this instance's
 // publications: another instance's answer 404 ("may still be queued").
 // Safe for concurrent use.
+//
+// It holds no strings: a publication is two 64-bit hashes of its account
+// and messageId under two random seeds, one indexing it and both checked on
+// a lookup. Adding one hashes its key twice instead of building it, and
+// allocates nothing; the collector has no pointers to scan among the
+// 50,000 slots, and no copy of each messageId is kept. Two publications
+// whose index hashes collide (about one in 2^64 per pair) share a slot,
+// the older forgotten: its lookup answers 404 ("may still be queued")
+// instead of "pending".
 type recent struct {
 	mu    sync.Mutex
-	ring  []recentEntry    // recentLimit slots, the oldest overwritten first
+	ring  []recentEntry    // limit slots, the oldest overwritten first
 	next  int              // the slot written next
-	index map[string]int32 // key -> slot
+	index map[uint64]int32 // hash under seeds[0] -> slot
+	seeds [2]maphash.Seed
+	limit int
 	now   func() time.Time
 }
 
-// recentEntry is one slot; key is "" in a slot that holds nothing.
+// recentEntry is one slot; used is false in a slot that holds nothing.
 type recentEntry struct {
-	key string
-	at  time.Time
+	h    [2]uint64
+	at   int64 // Unix nanoseconds
+	used bool
 }
 
 func newRecent(now func() time.Time) *recent {
-	return &recent{index: map[string]int32{}, now: now}
+	return newRecentLimit(now, recentLimit)
 }
 
-// add remembers a publication. A ring with an index costs one string per
-// event and no list element or boxed value; a messageId published again
-// moves to the newest slot, as in a list kept in order of use.
+func newRecentLimit(now func() time.Time, limit int) *recent {
+	return &recent{index: map[uint64]int32{}, seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}, limit: limit, now: now}
+}
+
+// hashes returns the publication's two hashes.
+func (c *recent) hashes(accountID, messageID string) [2]uint64 {
+	var h [2]uint64
+	for i, seed := range c.seeds {
+		var d maphash.Hash
+		d.SetSeed(seed)
+		d.WriteString(accountID)
+		d.WriteByte(0)
+		d.WriteString(messageID)
+		h[i] = d.Sum64()
+	}
+	return h
+}
+
+// add remembers a publication. A messageId published again moves to the
+// newest slot, as in a list kept in order of use.
 func (c *recent) add(accountID, messageID string) {
-	k := accountID + "\x00" + messageID
-	at := c.now()
+	h := c.hashes(accountID, messageID)
+	at := c.now().UnixNano()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.ring == nil {
-		c.ring = make([]recentEntry, recentLimit)
+		c.ring = make([]recentEntry, c.limit)
 	}
-	if slot, ok := c.index[k]; ok {
+	if slot, ok := c.index[h[0]]; ok {
 		c.ring[slot] = recentEntry{}
 	}
-	if old := c.ring[c.next].key; old != "" {
-		delete(c.index, old)
+	if old := c.ring[c.next]; old.used {
+		delete(c.index, old.h[0])
 	}
-	c.ring[c.next] = recentEntry{key: k, at: at}
-	c.index[k] = int32(c.next)
+	c.ring[c.next] = recentEntry{h: h, at: at, used: true}
+	c.index[h[0]] = int32(c.next)
 	c.next = (c.next + 1) % len(c.ring)
 }
 
 func (c *recent) published(accountID, messageID string) (time.Time, bool) {
+	h := c.hashes(accountID, messageID)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	slot, ok := c.index[accountID+"\x00"+messageID]
-	if !ok {
+	slot, ok := c.index[h[0]]
+	if !ok || !c.ring[slot].used || c.ring[slot].h != h {
 		return time.Time{}, false
 	}
-	at := c.ring[slot].at
+	at := time.Unix(0, c.ring[slot].at).UTC()
 	return at, c.now().Sub(at) < recentTTL
 }

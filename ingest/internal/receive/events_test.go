@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -365,5 +366,42 @@ func TestConsolePage(t *testing.T) {
 	}
 	if w := get(h, "/console", ""); w.Code != http.StatusMovedPermanently {
 		t.Errorf("GET /console = %d, want a redirect to /console/", w.Code)
+	}
+}
+
+// TestRecentRemembersTheNewest checks the memory of recent publications:
+// an account's own publication only, the newest limit of them, a
+// republished one moved to the newest slot, none past recentTTL.
+func TestRecentRemembersTheNewest(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	c := newRecentLimit(func() time.Time { return now }, 3)
+	known := func(account, id string) bool {
+		_, ok := c.published(account, id)
+		return ok
+	}
+	c.add("acct-a", "m1")
+	c.add("acct-a", "m2")
+	if at, ok := c.published("acct-a", "m1"); !ok || !at.Equal(now) {
+		t.Errorf("published(acct-a, m1) = %v, %v; want %v, true", at, ok, now)
+	}
+	for _, k := range [][2]string{{"acct-b", "m1"}, {"acct-a", "m3"}, {"acct-a\x00m", "1"}, {"acct-", "am1"}} {
+		if known(k[0], k[1]) {
+			t.Errorf("published(%q, %q) = true for a publication never added", k[0], k[1])
+		}
+	}
+	c.add("acct-a", "m1") // moves m1 to the newest slot
+	c.add("acct-a", "m3")
+	c.add("acct-a", "m4") // the ring holds 3: m2, the oldest, goes
+	for id, want := range map[string]bool{"m1": true, "m2": false, "m3": true, "m4": true} {
+		if got := known("acct-a", id); got != want {
+			t.Errorf("after m1 again, m3, m4: published(acct-a, %s) = %v, want %v", id, got, want)
+		}
+	}
+	if len(c.index) != 3 {
+		t.Errorf("index holds %d entries for a ring of 3", len(c.index))
+	}
+	now = now.Add(recentTTL)
+	if known("acct-a", "m4") {
+		t.Error("a publication recentTTL old still answers pending")
 	}
 }
