@@ -112,7 +112,9 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// All of the request's attributes in one call, now that the
 		// status and route are known: the SDK grows a span's attribute
 		// slice on each call.
-		span.SetAttributes(requestAttributes(r, method, status, route)...)
+		SetAttributes(span, func(attrs []attribute.KeyValue) []attribute.KeyValue {
+			return appendRequestAttributes(attrs, r, method, status, route)
+		})
 		if status >= 500 {
 			span.SetStatus(codes.Error, "")
 		}
@@ -120,6 +122,24 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.duration.Record(ctx, time.Since(start).Seconds(),
 		s.attributeSet(metricKey{method: method, route: route, proto: protocolVersion(r.Proto), tls: r.TLS != nil, status: status})...)
 }
+
+// SetAttributes sets on span, in one call, the attributes fill appends to
+// the empty slice it is given: a scratch slice kept for the next span, as
+// the SDK copies what SetAttributes is given (the span's own slice grows
+// on each call, so one call is also cheaper than several).
+func SetAttributes(span trace.Span, fill func([]attribute.KeyValue) []attribute.KeyValue) {
+	buf := attrBuffers.Get().(*[]attribute.KeyValue)
+	attrs := fill((*buf)[:0])
+	span.SetAttributes(attrs...)
+	clear(attrs) // no strings kept alive by the pool
+	*buf = attrs[:0]
+	attrBuffers.Put(buf)
+}
+
+var attrBuffers = sync.Pool{New: func() any {
+	b := make([]attribute.KeyValue, 0, 16)
+	return &b
+}}
 
 // serverKind is the span start option of every server span, built once:
 // options are interfaces, and a variadic slice of them passed to an
@@ -147,10 +167,9 @@ func (s *server) attributeSet(k metricKey) []metric.RecordOption {
 	return o.([]metric.RecordOption)
 }
 
-// requestAttributes are a server span's attributes from its request and
-// its answer's status (and route, when a pattern matched).
-func requestAttributes(r *http.Request, method string, status int, route string) []attribute.KeyValue {
-	attrs := make([]attribute.KeyValue, 0, 14)
+// appendRequestAttributes appends a server span's attributes from its
+// request and its answer's status (and route, when a pattern matched).
+func appendRequestAttributes(attrs []attribute.KeyValue, r *http.Request, method string, status int, route string) []attribute.KeyValue {
 	attrs = append(attrs, semconv.HTTPRequestMethodKey.String(method), scheme(r.TLS != nil), semconv.HTTPResponseStatusCode(status))
 	if route != "" {
 		attrs = append(attrs, semconv.HTTPRoute(route))

@@ -710,16 +710,17 @@ var producerKind = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindProd
 // id, "" when it was not published.
 func (h *Handler) endSpan(span trace.Span, req *request, ev *segment.Event, id string) {
 	if span.IsRecording() {
-		attrs := make([]attribute.KeyValue, 0, 7)
-		attrs = append(attrs, h.spanAttrs...)
-		attrs = append(attrs,
-			attribute.String("segment.message_id", ev.MessageID),
-			attribute.String("segment.type", string(ev.Type)),
-			attribute.String("account.id", req.accountID))
-		if id != "" {
-			attrs = append(attrs, attribute.String("messaging.message.id", id))
-		}
-		span.SetAttributes(attrs...)
+		telemetry.SetAttributes(span, func(attrs []attribute.KeyValue) []attribute.KeyValue {
+			attrs = append(attrs, h.spanAttrs...)
+			attrs = append(attrs,
+				attribute.String("segment.message_id", ev.MessageID),
+				attribute.String("segment.type", string(ev.Type)),
+				attribute.String("account.id", req.accountID))
+			if id != "" {
+				attrs = append(attrs, attribute.String("messaging.message.id", id))
+			}
+			return attrs
+		})
 	}
 	span.End()
 }
@@ -778,18 +779,41 @@ func (h *Handler) answer(ctx context.Context, w http.ResponseWriter, e *httpErro
 // writeAccepted answers 200 for one published event: the body writeJSON
 // writes for {"success":true,"messageId":id}, without encoding a map.
 func writeAccepted(w http.ResponseWriter, messageID string) {
-	id, err := json.Marshal(messageID)
-	if err != nil {
-		writeJSON(w, http.StatusOK, map[string]any{"success": true, "messageId": messageID})
-		return
-	}
-	b := make([]byte, 0, len(id)+32)
+	b := make([]byte, 0, len(messageID)+40)
 	b = append(b, `{"messageId":`...)
-	b = append(b, id...)
+	if plainJSON(messageID) {
+		b = append(b, '"')
+		b = append(b, messageID...)
+		b = append(b, '"')
+	} else {
+		id, err := json.Marshal(messageID)
+		if err != nil {
+			writeJSON(w, http.StatusOK, map[string]any{"success": true, "messageId": messageID})
+			return
+		}
+		b = append(b, id...)
+	}
 	b = append(b, `,"success":true}`+"\n"...)
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(b)
+}
+
+// jsonContentType is the Content-Type header's value, one slice for every
+// answer (net/http only reads it; Header.Set would allocate one each time).
+var jsonContentType = []string{"application/json"}
+
+// plainJSON reports whether s is written in JSON as itself between quotes
+// by encoding/json: printable ASCII other than the quote, the backslash and
+// the characters it escapes for HTML (<, >, &).
+func plainJSON(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20 || c > 0x7e, c == '"', c == '\\', c == '<', c == '>', c == '&':
+			return false
+		}
+	}
+	return true
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -359,3 +359,17 @@ func FuzzSettingsHeaderAndBody(f *testing.F) {
 		}
 	})
 }
+
+// TestWriteAcceptedIsWriteJSON checks that the hand-written answer to one
+// event is byte for byte what encoding/json writes for it, whatever the
+// messageId holds.
+func TestWriteAcceptedIsWriteJSON(t *testing.T) {
+	for _, id := range []string{"", "m-1", "3f2a9c1e-7b4d-4e8a-9f00-1c2d3e4f5a6b", `a"b`, `a\b`, "<script>&", "tab\there", "\x00\x1f\x7f", "é😀", "\u2028", "\xff"} {
+		got, want := httptest.NewRecorder(), httptest.NewRecorder()
+		writeAccepted(got, id)
+		writeJSON(want, http.StatusOK, map[string]any{"success": true, "messageId": id})
+		if got.Code != want.Code || got.Body.String() != want.Body.String() || got.Header().Get("Content-Type") != want.Header().Get("Content-Type") {
+			t.Errorf("writeAccepted(%q) = %d %q (%s), want %d %q (%s)", id, got.Code, got.Body, got.Header().Get("Content-Type"), want.Code, want.Body, want.Header().Get("Content-Type"))
+		}
+	}
+}
