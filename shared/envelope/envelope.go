@@ -112,7 +112,9 @@ type body struct {
 // of the key, which is also the account's Firestore document id.
 func AccountID(apiKey string) string {
 	sum := sha256.Sum256([]byte(apiKey))
-	return hex.EncodeToString(sum[:])
+	var id [2 * sha256.Size]byte
+	hex.Encode(id[:], sum[:])
+	return string(id[:])
 }
 
 // Encoded is a message ready to publish.
