@@ -10,7 +10,10 @@ import (
 	"time"
 
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"github.com/google/go-cmp/cmp"
 	"github.com/googleapis/gax-go/v2"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/startdeliver/segment-destination/shared/envelope"
 	"github.com/startdeliver/segment-destination/shared/waitfor"
@@ -30,6 +33,7 @@ type fakeRPC struct {
 }
 
 func (f *fakeRPC) Publish(_ context.Context, req *pubsubpb.PublishRequest, _ ...gax.CallOption) (*pubsubpb.PublishResponse, error) {
+	req = onWire(req)
 	f.mu.Lock()
 	if f.inFlight == nil {
 		f.inFlight = map[string]bool{}
@@ -61,6 +65,20 @@ func (f *fakeRPC) Publish(_ context.Context, req *pubsubpb.PublishRequest, _ ...
 		return nil, err
 	}
 	return &pubsubpb.PublishResponse{MessageIds: serverIDs(req.Messages[:len(req.Messages)-short])}, nil
+}
+
+// onWire is req as Pub/Sub reads it: marshalled, then unmarshalled (the
+// publisher sends its messages pre-encoded, not in req.Messages).
+func onWire(req *pubsubpb.PublishRequest) *pubsubpb.PublishRequest {
+	b, err := proto.Marshal(req)
+	if err != nil {
+		panic(err)
+	}
+	var out pubsubpb.PublishRequest
+	if err := proto.Unmarshal(b, &out); err != nil {
+		panic(err)
+	}
+	return &out
 }
 
 // serverIDs names each message as the fake server's id for it.
@@ -221,6 +239,62 @@ func TestOnePersonsEventsShareACall(t *testing.T) {
 				t.Errorf("message %d of the key = %s, want %s", n, m.Data, want)
 			}
 			n++
+		}
+	}
+}
+
+// TestMessagesOnTheWire checks that a Publish request carries every
+// message, pre-encoded, as Pub/Sub reads it: the same PubsubMessage as
+// proto.Marshal would have written from req.Messages (data, every
+// attribute, empty keys and values included, the ordering key only with
+// ordering on), in the order of the call.
+func TestMessagesOnTheWire(t *testing.T) {
+	in := []*envelope.Encoded{
+		{Data: []byte(`{"v":2,"event":{}}`), Attributes: map[string]string{envelope.AttrMessageID: "m-1", envelope.AttrType: "track", "": "empty key", "empty value": ""}, OrderingKey: "acct/person-1"},
+		{Data: make([]byte, 300), Attributes: map[string]string{envelope.AttrMessageID: "m-2"}, OrderingKey: "acct/person-2"},
+		{Data: nil, Attributes: nil, OrderingKey: ""},
+	}
+	for _, ordered := range []bool{true, false} {
+		f := &fakeRPC{delay: 50 * time.Millisecond}
+		p := newPublisher(f, "projects/p/topics/t", Options{DisableOrdering: !ordered})
+		// The first goes alone; the others queue behind it and go
+		// together, in the order they were handed over.
+		first, err := p.Enqueue(context.Background(), in[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+		var rest []*Enqueued
+		for _, m := range in[1:] {
+			e, err := p.Enqueue(context.Background(), m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rest = append(rest, e)
+		}
+		for _, e := range append([]*Enqueued{first}, rest...) {
+			if _, err := e.Wait(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p.Stop()
+		var got []*pubsubpb.PubsubMessage
+		for _, r := range f.requests {
+			got = append(got, r...)
+		}
+		var want []*pubsubpb.PubsubMessage
+		for _, m := range in {
+			w := &pubsubpb.PubsubMessage{Data: m.Data, Attributes: m.Attributes}
+			if ordered {
+				w.OrderingKey = m.OrderingKey
+			}
+			want = append(want, w)
+		}
+		if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+			t.Errorf("ordered=%v: messages as Pub/Sub reads them (-want +got):\n%s", ordered, diff)
+		}
+		if len(f.requests) != 2 {
+			t.Errorf("ordered=%v: %d Publish calls, want 2 (one alone, then the two queued behind it)", ordered, len(f.requests))
 		}
 	}
 }

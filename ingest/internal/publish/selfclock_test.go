@@ -22,6 +22,7 @@ type gateRPC struct {
 }
 
 func (g *gateRPC) Publish(ctx context.Context, req *pubsubpb.PublishRequest, _ ...gax.CallOption) (*pubsubpb.PublishResponse, error) {
+	req = onWire(req)
 	g.mu.Lock()
 	g.requests = append(g.requests, req.Messages)
 	g.mu.Unlock()
