@@ -303,8 +303,11 @@ ingest_load() {
   goal() {
     local out="" r v
     for r in $(seq "$rounds"); do
-      v=$(ratio "${result[${1/@/$r}]:-n/a}" "${result[${2/@/$r}]:-n/a}")
-      out+="${out:+ / }$(awk -v v="$v" -v op="$3" -v l="$4" 'BEGIN{ if (v=="n/a") print "n/a"; else if ((op==">=" && v>=l) || (op=="<=" && v<=l)) print "**" v "** met"; else print "**" v "** NOT met" }')"
+      # Judged on the exact ratio, shown rounded: 0.996 is not 1.0.
+      out+="${out:+ / }$(awk -v a="${result[${1/@/$r}]:-n/a}" -v b="${result[${2/@/$r}]:-n/a}" -v op="$3" -v l="$4" 'BEGIN{
+        if (a=="n/a" || b=="n/a" || b<=0) { print "n/a"; exit }
+        v=a/b; s=sprintf("%.2f", v)
+        if ((op==">=" && v>=l) || (op=="<=" && v<=l)) print "**" s "** met"; else print "**" s "** NOT met" }')"
     done
     echo "$out"
   }
