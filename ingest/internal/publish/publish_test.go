@@ -256,14 +256,19 @@ func TestMessagesOnTheWire(t *testing.T) {
 	}
 	for _, ordered := range []bool{true, false} {
 		f := &fakeRPC{delay: 50 * time.Millisecond}
-		p := newPublisher(f, "projects/p/topics/t", Options{DisableOrdering: !ordered})
+		// No escape call: the queued messages wait for the call in flight.
+		p := newPublisher(f, "projects/p/topics/t", Options{DisableOrdering: !ordered, DelayThreshold: time.Minute})
 		// The first goes alone; the others queue behind it and go
 		// together, in the order they were handed over.
 		first, err := p.Enqueue(context.Background(), in[0])
 		if err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(10 * time.Millisecond)
+		waitfor.True(t, "the first call in flight", func() bool {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			return len(f.requests) == 1
+		})
 		var rest []*Enqueued
 		for _, m := range in[1:] {
 			e, err := p.Enqueue(context.Background(), m)
