@@ -301,7 +301,7 @@ ingest_load() {
   }
   # goal KEY BASEKEY OP LIMIT: "met"/"not met" in every round.
   goal() {
-    local out="" r v
+    local out="" r
     for r in $(seq "$rounds"); do
       # Judged on the exact ratio, shown rounded: 0.996 is not 1.0.
       out+="${out:+ / }$(awk -v a="${result[${1/@/$r}]:-n/a}" -v b="${result[${2/@/$r}]:-n/a}" -v op="$3" -v l="$4" 'BEGIN{

@@ -42,7 +42,7 @@ func countMessages(req *pubsubpb.PublishRequest) int {
 		if l < 0 {
 			panic(protowire.ParseError(l))
 		}
-		if num == 2 && typ == protowire.BytesType {
+		if num == fieldRequestMessages && typ == protowire.BytesType {
 			n++
 		}
 		b = b[l:]
