@@ -12,7 +12,7 @@
 #           only after every PublishResult.Get);
 #        A  the ceiling: read and decode only;
 #      and ingest variants for comparison (other publishers, ordering on).
-#      Each row is BENCH_DURATION (15s) in BENCH_SLICES (3) stretches, the
+#      Each row is BENCH_DURATION (30s) in BENCH_SLICES (3) stretches, the
 #      servers of a workload taking turns stretch by stretch, each stretch
 #      after a warm-up of the same server and workload (BENCH_WARMUP, 3s,
 #      before the first; BENCH_SLICE_WARMUP, 1s, before the others); round
@@ -35,12 +35,14 @@
 # chooses the servers (default: all below), BENCH_WORKLOADS the workloads,
 # BENCH_PROFILE=1 takes a CPU profile of ingest in each workload (written
 # to .run/bench/ingest-<workload>.pprof with its top functions beside it).
-# About 12 minutes for part 1 with the defaults.
+# About 34 minutes for part 1 with the defaults (about 20 with
+# BENCH_DURATION=15s, whose rounds are too noisy to judge a 10-20% margin:
+# scripts/bench/notes.md, "30 s rows").
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export GOOGLE_CLOUD_PROJECT="${GOOGLE_CLOUD_PROJECT:-local-project}"
-duration="${BENCH_DURATION:-15s}"
+duration="${BENCH_DURATION:-30s}"
 warmup="${BENCH_WARMUP:-3s}"
 rounds="${BENCH_ROUNDS:-2}"
 slices="${BENCH_SLICES:-3}"
