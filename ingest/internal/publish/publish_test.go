@@ -255,20 +255,16 @@ func TestMessagesOnTheWire(t *testing.T) {
 		{Data: nil, Attributes: nil, OrderingKey: ""},
 	}
 	for _, ordered := range []bool{true, false} {
-		f := &fakeRPC{delay: 50 * time.Millisecond}
+		g := &gateRPC{release: make(chan struct{})}
 		// No escape call: the queued messages wait for the call in flight.
-		p := newPublisher(f, "projects/p/topics/t", Options{DisableOrdering: !ordered, DelayThreshold: time.Minute})
-		// The first goes alone; the others queue behind it and go
-		// together, in the order they were handed over.
+		p := newPublisher(g, "projects/p/topics/t", Options{DisableOrdering: !ordered, DelayThreshold: time.Minute})
+		// The first goes alone and is held; the others queue behind it and
+		// go together when it returns, in the order they were handed over.
 		first, err := p.Enqueue(context.Background(), in[0])
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitfor.True(t, "the first call in flight", func() bool {
-			f.mu.Lock()
-			defer f.mu.Unlock()
-			return len(f.requests) == 1
-		})
+		waitfor.True(t, "the first call in flight", func() bool { return len(g.sizes()) == 1 })
 		var rest []*Enqueued
 		for _, m := range in[1:] {
 			e, err := p.Enqueue(context.Background(), m)
@@ -277,6 +273,7 @@ func TestMessagesOnTheWire(t *testing.T) {
 			}
 			rest = append(rest, e)
 		}
+		close(g.release)
 		for _, e := range append([]*Enqueued{first}, rest...) {
 			if _, err := e.Wait(context.Background()); err != nil {
 				t.Fatal(err)
@@ -284,7 +281,7 @@ func TestMessagesOnTheWire(t *testing.T) {
 		}
 		p.Stop()
 		var got []*pubsubpb.PubsubMessage
-		for _, r := range f.requests {
+		for _, r := range g.requests {
 			got = append(got, r...)
 		}
 		var want []*pubsubpb.PubsubMessage
@@ -298,8 +295,8 @@ func TestMessagesOnTheWire(t *testing.T) {
 		if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
 			t.Errorf("ordered=%v: messages as Pub/Sub reads them (-want +got):\n%s", ordered, diff)
 		}
-		if len(f.requests) != 2 {
-			t.Errorf("ordered=%v: %d Publish calls, want 2 (one alone, then the two queued behind it)", ordered, len(f.requests))
+		if sizes := g.sizes(); fmt.Sprint(sizes) != "[1 2]" {
+			t.Errorf("ordered=%v: call sizes %v, want [1 2] (one alone, then the two queued behind it)", ordered, sizes)
 		}
 	}
 }
