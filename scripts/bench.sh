@@ -37,7 +37,7 @@
 # to .run/bench/ingest-<workload>.pprof with its top functions beside it).
 # About 34 minutes for part 1 with the defaults (about 20 with
 # BENCH_DURATION=15s, whose rounds are too noisy to judge a 10-20% margin:
-# scripts/bench/notes.md, "30 s rows").
+# scripts/bench/notes.md, "30 s rows by default").
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
